@@ -1,0 +1,131 @@
+import Netlink
+
+/// The lab as data: one CGN router with an uplink domain and subscriber domains, and the hosts
+/// around it. Backends turn this into a plan; nothing here knows about namespaces or VRFs.
+public struct Lab: Equatable, Sendable {
+    /// Prefix of every namespace the lab owns; two labs with different names coexist.
+    public var name: String
+    public var router: Router
+    public var hosts: [Host]
+
+    public init(name: String, router: Router, hosts: [Host]) {
+        self.name = name
+        self.router = router
+        self.hosts = hosts
+    }
+}
+
+public struct Router: Equatable, Sendable {
+    /// Context name of the router itself (`main`); its domains are `main:<domain>`.
+    public var name: String
+    public var uplink: UplinkDomain
+    public var subscribers: [SubscriberDomain]
+    public var nat: NATPolicy
+
+    public init(name: String, uplink: UplinkDomain, subscribers: [SubscriberDomain], nat: NATPolicy) {
+        self.name = name
+        self.uplink = uplink
+        self.subscribers = subscribers
+        self.nat = nat
+    }
+}
+
+/// The routing domain facing the ISP (`up`), holding the uplink interface (`muplink`).
+public struct UplinkDomain: Equatable, Sendable {
+    public var name: String
+    public var interface: String
+    public var addresses: [IPPrefix]
+    /// Default gateways, one per family, on the uplink's link.
+    public var gateways: [IPAddress]
+
+    public init(name: String, interface: String, addresses: [IPPrefix], gateways: [IPAddress]) {
+        self.name = name
+        self.interface = interface
+        self.addresses = addresses
+        self.gateways = gateways
+    }
+}
+
+/// A subscriber routing domain (`blue`, `red`): a bridge its hosts attach to, the shared
+/// subscriber space on it, and what the uplink domain routes into it.
+public struct SubscriberDomain: Equatable, Sendable {
+    public var name: String
+    /// Small positive number that keys this domain's conntrack zone, ct mark and return table.
+    public var id: UInt32
+    public var bridge: String
+    public var addresses: [IPPrefix]
+    /// Prefixes routed to this domain from the uplink without NAT (IPv6 subnets, routed IPv4).
+    public var routed: [IPPrefix]
+
+    public init(name: String, id: UInt32, bridge: String, addresses: [IPPrefix], routed: [IPPrefix]) {
+        self.name = name
+        self.id = id
+        self.bridge = bridge
+        self.addresses = addresses
+        self.routed = routed
+    }
+}
+
+/// IPv4 from subscriber domains is translated once, on the uplink, to `publicAddress`.
+public struct NATPolicy: Equatable, Sendable {
+    public var inside: IPPrefix
+    public var publicAddress: IPAddress
+
+    public init(inside: IPPrefix, publicAddress: IPAddress) {
+        self.inside = inside
+        self.publicAddress = publicAddress
+    }
+}
+
+/// A host next to the router: the uplink host, or a subscriber on a domain's bridge.
+public struct Host: Equatable, Sendable {
+    public enum Attachment: Equatable, Sendable {
+        /// Peer of the router's uplink interface.
+        case uplink
+        /// A port of this subscriber domain's bridge; the port carries the host's name.
+        case domain(String)
+    }
+
+    public var name: String
+    public var attachment: Attachment
+    /// The host's own interface name (`client1`, `cuplink`).
+    public var interface: String
+    public var addresses: [IPPrefix]
+    /// Addresses on the host's loopback (the uplink's public 192.0.2.1).
+    public var loopbackAddresses: [IPPrefix]
+    public var routes: [HostRoute]
+
+    public init(name: String, attachment: Attachment, interface: String, addresses: [IPPrefix],
+                loopbackAddresses: [IPPrefix] = [], routes: [HostRoute]) {
+        self.name = name
+        self.attachment = attachment
+        self.interface = interface
+        self.addresses = addresses
+        self.loopbackAddresses = loopbackAddresses
+        self.routes = routes
+    }
+}
+
+public struct HostRoute: Equatable, Sendable {
+    public var destination: IPPrefix
+    public var gateway: IPAddress
+    public var source: IPAddress?
+
+    public init(_ destination: IPPrefix, via gateway: IPAddress, source: IPAddress? = nil) {
+        self.destination = destination
+        self.gateway = gateway
+        self.source = source
+    }
+}
+
+extension Lab {
+    public func domain(named name: String) -> SubscriberDomain? {
+        router.subscribers.first { $0.name == name }
+    }
+
+    public func hosts(in domain: String) -> [Host] {
+        hosts.filter { $0.attachment == .domain(domain) }
+    }
+
+    public var uplinkHost: Host? { hosts.first { $0.attachment == .uplink } }
+}

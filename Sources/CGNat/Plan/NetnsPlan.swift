@@ -1,0 +1,152 @@
+import Netlink
+
+/// A plan: what `up` does, step by step, and the contexts it makes.
+public struct Plan: Equatable, Sendable {
+    public var lab: Lab
+    public var backend: Backend
+    public var steps: [Step]
+    public var contexts: [Context]
+    public var ruleset: Ruleset
+
+    /// Namespaces in creation order; `down` removes them in reverse.
+    public var namespaces: [String] {
+        steps.compactMap { if case .createNamespace(let ns) = $0 { return ns } else { return nil } }
+    }
+}
+
+extension Plan {
+    /// Sysctls every namespace of the lab gets before any link exists. New namespaces copy some
+    /// IPv4 `all`/`default` values from the host, so each one the design relies on is explicit.
+    static func baseSysctls(router: Bool) -> [(String, String)] {
+        [
+            // rp_filter (even loose) drops on unnumbered links; the effective value is the max of
+            // `all` and the device's, so both must be 0 before devices exist.
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+            // No tentative addresses stalling the first pings.
+            ("net.ipv6.conf.all.accept_dad", "0"),
+            ("net.ipv6.conf.default.accept_dad", "0"),
+            // Native ICMP probes (and users' unprivileged ping) use datagram ICMP sockets.
+            ("net.ipv4.ping_group_range", "0 2147483647"),
+            ("net.ipv4.ip_forward", router ? "1" : "0"),
+            ("net.ipv6.conf.all.forwarding", router ? "1" : "0"),
+        ]
+    }
+
+    /// The netns backend (DESIGN.md section 3): one namespace per routing domain, transfer links
+    /// without IPv4 addresses (IPv4 routes via IPv6 link-local next hops, so no ARP), NAT once in
+    /// the uplink domain's namespace, which is also the router context `main`.
+    public static func netns(_ lab: Lab) -> Plan {
+        let r = lab.router
+        let main = lab.namespaceName(r.name)
+        func domainNS(_ d: SubscriberDomain) -> String { lab.namespaceName("\(r.name)-\(d.name)") }
+        func hostNS(_ h: Host) -> String { lab.namespaceName(h.name) }
+        let routerSide = IPAddress("fe80::1")!, domainSide = IPAddress("fe80::2")!
+        let linkLocal = { (a: IPAddress) in IPPrefix(a, 64) }
+        let errorSource = IPAddress("192.0.0.8")!   // RFC 7600 dummy address: source of ICMP errors
+        func transfer(_ d: SubscriberDomain) -> String { "t-\(d.name)" }
+        let transferUp = "t-\(r.uplink.name)"
+
+        var steps: [Step] = []
+        func create(_ ns: String, router: Bool) {
+            steps.append(.createNamespace(ns))
+            steps += baseSysctls(router: router).map { .sysctl(namespace: ns, key: $0.0, value: $0.1) }
+            if router {
+                // ICMP errors the router sends follow the mark of the packet that caused them.
+                steps.append(.sysctl(namespace: ns, key: "net.ipv4.fwmark_reflect", value: "1"))
+                steps.append(.sysctl(namespace: ns, key: "net.ipv6.fwmark_reflect", value: "1"))
+            }
+            steps.append(.setUp(namespace: ns, link: "lo"))
+        }
+
+        // Namespaces.
+        for h in lab.hosts where h.attachment == .uplink { create(hostNS(h), router: false) }
+        create(main, router: true)
+        for d in r.subscribers { create(domainNS(d), router: true) }
+        for h in lab.hosts where h.attachment != .uplink { create(hostNS(h), router: false) }
+
+        // Links: veth ends are created directly in their namespaces.
+        var up: [(String, String)] = []   // (namespace, link) to bring up
+        for h in lab.hosts where h.attachment == .uplink {
+            steps.append(.addVeth(namespace: hostNS(h), name: h.interface, peerNamespace: main, peer: r.uplink.interface))
+            up += [(hostNS(h), h.interface), (main, r.uplink.interface)]
+        }
+        for d in r.subscribers {
+            steps.append(.addVeth(namespace: main, name: transfer(d), peerNamespace: domainNS(d), peer: transferUp))
+            steps.append(.addBridge(namespace: domainNS(d), name: d.bridge))
+            up += [(main, transfer(d)), (domainNS(d), transferUp), (domainNS(d), d.bridge)]
+            for h in lab.hosts(in: d.name) {
+                steps.append(.addVeth(namespace: domainNS(d), name: h.name, peerNamespace: hostNS(h), peer: h.interface))
+                steps.append(.setMaster(namespace: domainNS(d), link: h.name, master: d.bridge))
+                up += [(domainNS(d), h.name), (hostNS(h), h.interface)]
+            }
+            // Subscribers may send from an address that is local to the router (the NAT address
+            // on the uplink): without accept_local they are dropped as martians.
+            steps.append(.sysctl(namespace: main, key: "net.ipv4.conf.\(transfer(d)).accept_local", value: "1"))
+        }
+
+        // Addresses.
+        for h in lab.hosts {
+            for a in h.loopbackAddresses { steps.append(.addAddress(namespace: hostNS(h), link: "lo", address: a)) }
+            for a in h.addresses { steps.append(.addAddress(namespace: hostNS(h), link: h.interface, address: a)) }
+        }
+        for a in r.uplink.addresses { steps.append(.addAddress(namespace: main, link: r.uplink.interface, address: a)) }
+        steps.append(.addAddress(namespace: main, link: "lo", address: IPPrefix(errorSource, 32)))
+        for d in r.subscribers {
+            steps.append(.addAddress(namespace: main, link: transfer(d), address: linkLocal(routerSide)))
+            steps.append(.addAddress(namespace: domainNS(d), link: transferUp, address: linkLocal(domainSide)))
+            for a in d.addresses { steps.append(.addAddress(namespace: domainNS(d), link: d.bridge, address: a)) }
+        }
+        steps += up.map { .setUp(namespace: $0.0, link: $0.1) }
+
+        // Routes.
+        for h in lab.hosts {
+            for rt in h.routes {
+                steps.append(.addRoute(namespace: hostNS(h), route: PlannedRoute(rt.destination, via: rt.gateway, device: h.interface, source: rt.source)))
+            }
+        }
+        for gw in r.uplink.gateways {
+            steps.append(.addRoute(namespace: main, route: PlannedRoute(defaultPrefix(gw.family), via: gw, device: r.uplink.interface)))
+        }
+        for d in r.subscribers {
+            for p in d.routed {
+                steps.append(.addRoute(namespace: main, route: PlannedRoute(p, via: domainSide, device: transfer(d))))
+            }
+            // The domain's return table: only its own prefixes, reached by the fwmark rule.
+            let table = returnTable(d)
+            for p in [r.nat.inside] + d.routed.filter({ $0.family == .v4 }) {
+                steps.append(.addRoute(namespace: main, route: PlannedRoute(p, via: domainSide, device: transfer(d), source: errorSource, table: table)))
+            }
+            for family in [IPFamily.v4, .v6] {
+                steps.append(.addRoute(namespace: domainNS(d), route: PlannedRoute(defaultPrefix(family), via: routerSide, device: transferUp)))
+            }
+            // Routed prefixes that live on the bridge itself (192.0.2.2 on blue_c2).
+            for p in d.routed where p.family == .v4 {
+                steps.append(.addRoute(namespace: domainNS(d), route: PlannedRoute(p, device: d.bridge)))
+            }
+        }
+
+        // Rules: marked replies find their domain before the local table claims the NAT address.
+        for d in r.subscribers {
+            steps.append(.addRule(namespace: main, rule: PlannedRule(family: .v4, priority: 99 + d.id, fwmark: d.id, table: returnTable(d))))
+        }
+        steps.append(.addRule(namespace: main, rule: PlannedRule(family: .v4, priority: 1000, table: 255)))
+        steps.append(.deleteRule(namespace: main, rule: PlannedRule(family: .v4, priority: 0, table: 255)))
+
+        let ruleset = Ruleset(lab: lab, devices: .init(
+            subscriberIngress: r.subscribers.map { ($0, transfer($0)) },
+            uplinkForwardInput: r.uplink.interface,
+            uplinkEgress: r.uplink.interface))
+        steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
+        // Start and stop times for the NAT mapping log; must be on before flows exist.
+        steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))
+
+        return Plan(lab: lab, backend: .netns, steps: steps, contexts: lab.contexts(backend: .netns), ruleset: ruleset)
+    }
+
+    static func returnTable(_ d: SubscriberDomain) -> UInt32 { 100 + d.id }
+}
+
+func defaultPrefix(_ family: IPFamily) -> IPPrefix {
+    IPPrefix(IPAddress.any(family), 0)
+}

@@ -1,0 +1,97 @@
+import Netlink
+
+/// Which kernel mechanism keeps the routing domains apart.
+public enum Backend: String, Sendable, CaseIterable {
+    /// One network namespace per routing domain (works on kernels without CONFIG_NET_VRF).
+    case netns
+    /// VRF devices inside one router namespace (the seed's design; CONFIG_NET_VRF, Linux 5.16+).
+    case vrf
+}
+
+/// A route as the plan states it: devices by name, resolved to indexes when applied.
+public struct PlannedRoute: Equatable, Sendable {
+    public enum Kind: String, Sendable { case unicast, unreachable }
+    public var destination: IPPrefix
+    public var gateway: IPAddress?
+    public var device: String?
+    public var source: IPAddress?
+    public var table: UInt32
+    public var kind: Kind
+
+    public init(_ destination: IPPrefix, via gateway: IPAddress? = nil, device: String? = nil,
+                source: IPAddress? = nil, table: UInt32 = 254, kind: Kind = .unicast) {
+        self.destination = destination
+        self.gateway = gateway
+        self.device = device
+        self.source = source
+        self.table = table
+        self.kind = kind
+    }
+
+    public var family: IPFamily { destination.family }
+}
+
+public struct PlannedRule: Equatable, Sendable {
+    public enum Action: String, Sendable { case lookup, unreachable }
+    public var family: IPFamily
+    public var priority: UInt32
+    public var fwmark: UInt32?
+    public var table: UInt32?
+    public var l3mdev: Bool
+    public var action: Action
+
+    public init(family: IPFamily, priority: UInt32, fwmark: UInt32? = nil, table: UInt32? = nil,
+                l3mdev: Bool = false, action: Action = .lookup) {
+        self.family = family
+        self.priority = priority
+        self.fwmark = fwmark
+        self.table = table
+        self.l3mdev = l3mdev
+        self.action = action
+    }
+}
+
+/// One thing to do in one namespace. A plan is a list of these: computed without root,
+/// rendered as shell by `render`, executed by `up`.
+public enum Step: Equatable, Sendable {
+    case createNamespace(String)
+    case sysctl(namespace: String, key: String, value: String)
+    case addVeth(namespace: String, name: String, peerNamespace: String, peer: String)
+    case addBridge(namespace: String, name: String)
+    case addVRF(namespace: String, name: String, table: UInt32)
+    case setMaster(namespace: String, link: String, master: String)
+    case setUp(namespace: String, link: String)
+    case addAddress(namespace: String, link: String, address: IPPrefix)
+    case addRoute(namespace: String, route: PlannedRoute)
+    case addRule(namespace: String, rule: PlannedRule)
+    case deleteRule(namespace: String, rule: PlannedRule)
+    case loadRuleset(namespace: String, ruleset: String)
+
+    public var namespace: String {
+        switch self {
+        case .createNamespace(let ns): return ns
+        case .sysctl(let ns, _, _), .addVeth(let ns, _, _, _), .addBridge(let ns, _), .addVRF(let ns, _, _),
+             .setMaster(let ns, _, _), .setUp(let ns, _), .addAddress(let ns, _, _), .addRoute(let ns, _),
+             .addRule(let ns, _), .deleteRule(let ns, _), .loadRuleset(let ns, _):
+            return ns
+        }
+    }
+
+    /// What this step does, in words an error message can start with.
+    public var summary: String {
+        switch self {
+        case .createNamespace(let ns): return "create namespace \(ns)"
+        case .sysctl(let ns, let k, let v): return "[\(ns)] sysctl \(k)=\(v)"
+        case .addVeth(let ns, let n, let pns, let p): return "[\(ns)] add veth \(n) with peer \(p) in \(pns)"
+        case .addBridge(let ns, let n): return "[\(ns)] add bridge \(n)"
+        case .addVRF(let ns, let n, let t): return "[\(ns)] add vrf \(n) table \(t)"
+        case .setMaster(let ns, let l, let m): return "[\(ns)] set \(l) master \(m)"
+        case .setUp(let ns, let l): return "[\(ns)] set \(l) up"
+        case .addAddress(let ns, let l, let a): return "[\(ns)] add address \(a) on \(l)"
+        case .addRoute(let ns, let r): return "[\(ns)] add route \(ShellRenderer.routeArguments(r).joined(separator: " "))"
+        case .addRule(let ns, let r): return "[\(ns)] add rule \(ShellRenderer.ruleArguments(r).joined(separator: " "))"
+        case .deleteRule(let ns, let r): return "[\(ns)] delete rule \(ShellRenderer.ruleArguments(r).joined(separator: " "))"
+        case .loadRuleset(let ns, _): return "[\(ns)] load nftables ruleset"
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Netlink
+
+/// The nftables ruleset of the router, generated from the lab. Loaded in one transaction
+/// (`nft -f` semantics) into the namespace that does the NAT.
+public struct Ruleset: Equatable, Sendable {
+    public static let tableName = "cgnat"
+
+    /// Devices as the router's netfilter hooks see them on this backend.
+    public struct Devices: Equatable, Sendable {
+        /// Subscriber ingress device of each domain, by domain name: zones and marks key on it.
+        public var subscriberIngress: [(domain: SubscriberDomain, device: String)]
+        /// Device that unsolicited uplink traffic shows as input in the forward hook.
+        public var uplinkForwardInput: String
+        /// Real egress device where SNAT must match (never a VRF device: DESIGN.md section 2).
+        public var uplinkEgress: String
+
+        public static func == (a: Devices, b: Devices) -> Bool {
+            a.uplinkForwardInput == b.uplinkForwardInput && a.uplinkEgress == b.uplinkEgress
+                && a.subscriberIngress.map(\.device) == b.subscriberIngress.map(\.device)
+                && a.subscriberIngress.map(\.domain) == b.subscriberIngress.map(\.domain)
+        }
+    }
+
+    public var text: String
+
+    public init(lab: Lab, devices: Devices) {
+        let nat = lab.router.nat
+        let ingressMap = devices.subscriberIngress.map { "\(quote($0.device)) : \($0.domain.id)" }.joined(separator: ", ")
+        let ingressSet = devices.subscriberIngress.map { quote($0.device) }.joined(separator: ", ")
+        let marks = devices.subscriberIngress.map { String($0.domain.id) }.joined(separator: ", ")
+        let routedV4 = lab.router.subscribers.flatMap(\.routed).filter { $0.family == .v4 }.map(\.description)
+        let unsolicited = routedV4.isEmpty
+            ? "iifname \(quote(devices.uplinkForwardInput)) meta nfproto ipv4 counter drop"
+            : "iifname \(quote(devices.uplinkForwardInput)) ip daddr != { \(routedV4.joined(separator: ", ")) } counter drop"
+        var lines: [String] = []
+        lines.append("# cgnat ruleset for lab \(lab.name): IPv4 from subscriber domains is translated once, on \(devices.uplinkEgress).")
+        lines.append("table inet \(Ruleset.tableName) {")
+        lines.append("""
+            \tchain pre_raw {
+            \t\ttype filter hook prerouting priority raw; policy accept;
+            \t\t# Subscribers share \(nat.inside): keep their flows apart with conntrack zones, set for
+            \t\t# the ORIGINAL direction only, so replies arriving upstream (zone 0) still find them.
+            \t\tct original zone set iifname map { \(ingressMap) }
+            \t}
+            """)
+        lines.append("""
+            \tchain pre_mangle {
+            \t\ttype filter hook prerouting priority mangle; policy accept;
+            \t\t# De-NATed replies all go to \(nat.publicAddress): the connection's mark says which
+            \t\t# domain they belong to, and an fwmark rule picks that domain's return table.
+            \t\tct state new ct mark set iifname map { \(ingressMap) }
+            \t\tmeta mark set ct mark
+            \t}
+            """)
+        lines.append("""
+            \tchain forward {
+            \t\ttype filter hook forward priority filter; policy accept;
+            \t\tct state established,related accept
+            \t\t# Nothing opens IPv4 connections into the subscriber space except to routed addresses.
+            \t\t\(unsolicited) comment "unsolicited IPv4 from the uplink"
+            \t\t# Subscriber domains share addresses with each other and with the NAT address: IPv4
+            \t\t# between them would be answered to the wrong host, so it is refused.
+            \t\tiifname { \(ingressSet) } oifname { \(ingressSet) } meta nfproto ipv4 counter reject with icmp type admin-prohibited comment "IPv4 between subscriber domains"
+            \t}
+            """)
+        lines.append("""
+            \t# A nat chain per family that uses zones must exist, or clashing reply tuples are dropped.
+            \tchain dstnat {
+            \t\ttype nat hook prerouting priority dstnat; policy accept;
+            \t}
+            """)
+        lines.append("""
+            \tchain srcnat {
+            \t\ttype nat hook postrouting priority srcnat; policy accept;
+            \t\t# Match the real egress device: on VRFs the first POSTROUTING pass sees the VRF device.
+            \t\toifname \(quote(devices.uplinkEgress)) ct mark { \(marks) } ip saddr \(nat.inside) counter snat ip to \(nat.publicAddress) comment "CGN"
+            \t}
+            """)
+        lines.append("}")
+        text = lines.joined(separator: "\n") + "\n"
+    }
+}
+
+private func quote(_ s: String) -> String { "\"\(s)\"" }

@@ -1,0 +1,35 @@
+import ArgumentParser
+import CGNat
+import Glibc
+
+@main
+struct CGNatCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cgnat",
+        abstract: "Build, verify and explain a carrier-grade NAT router in network namespaces of its own.",
+        discussion: """
+            Contexts (the names `exec`, `status` and `check` use): uplink, blue_c1, blue_c2, red_c1 (hosts),
+            main (the router), main:up, main:blue, main:red (its routing domains). Each lab lives in
+            namespaces named <lab>-<part>; `cgnat status` shows which namespace is behind each context.
+            """,
+        subcommands: [Render.self])
+}
+
+struct LabOptions: ParsableArguments {
+    @Option(name: .long, help: "Lab name; prefixes every namespace the lab owns.")
+    var lab: String = Lab.defaultName
+
+    func validatedName() throws -> String {
+        try LabName.validate(lab)
+        return lab
+    }
+}
+
+extension Backend: ExpressibleByArgument {}
+
+/// Prints a one-line error and exits non-zero: what went wrong and what to do.
+func fail(_ message: String, code: Int32 = 1) -> Never {
+    Output.flush()
+    fputs("cgnat: \(message)\n", stderr)
+    exit(code)
+}

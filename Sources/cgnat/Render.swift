@@ -1,0 +1,21 @@
+import ArgumentParser
+import CGNat
+
+struct Render: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the lab as the equivalent shell script (ip, sysctl, nft); needs no root.",
+        discussion: "The ruleset in the script is the one `up` loads. Run the script as root to build the same lab by hand.")
+
+    @OptionGroup var options: LabOptions
+    @Option(help: "Backend to render (netns or vrf).") var backend: Backend = .netns
+    @Flag(help: "Print the teardown instead.") var down = false
+    @Flag(help: "Print only the nftables ruleset.") var ruleset = false
+
+    func run() throws {
+        let name = try options.validatedName()
+        let plan = try Planner.plan(Lab.seed(name: name), backend: backend)
+        if ruleset { Output.write(plan.ruleset.text) }
+        else { Output.write(down ? ShellRenderer.renderDown(plan) : ShellRenderer.render(plan)) }
+        Output.flush()
+    }
+}
