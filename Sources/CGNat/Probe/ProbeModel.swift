@@ -1,0 +1,111 @@
+import Netlink
+
+/// Where a probe runs or where it is observed: a context name (for reports) and an open fd on its
+/// network namespace (/run/netns/NAME). `device`, when set, binds every socket opened there to that
+/// device (SO_BINDTODEVICE), as the VRF backend needs for sockets inside a VRF.
+public struct ProbeEndpoint: Sendable, CustomStringConvertible {
+    public var context: String
+    public var namespaceFD: Int32
+    public var device: String?
+
+    public init(context: String, namespaceFD: Int32, device: String? = nil) {
+        self.context = context
+        self.namespaceFD = namespaceFD
+        self.device = device
+    }
+
+    public var description: String { context }
+}
+
+public enum ProbeProtocol: String, Sendable, CustomStringConvertible {
+    case icmp, udp, tcp
+    public var description: String { rawValue }
+}
+
+public enum ProbeExpectation: Sendable, Equatable, CustomStringConvertible {
+    /// The far side must see the packet (from `source` if given) and the sender must get the answer.
+    case reach(source: IPAddress?)
+    /// Nothing may arrive at the target and the sender must get no answer. An ICMP error (for
+    /// example admin-prohibited from the router) or a local send error still passes; the detail says which.
+    case blocked
+
+    public var description: String {
+        switch self {
+        case .reach(let source?): return "reach from \(source)"
+        case .reach(nil): return "reach"
+        case .blocked: return "blocked"
+        }
+    }
+}
+
+/// One row of the check matrix: send one packet (ICMP echo, UDP datagram or TCP SYN) from `from`
+/// to `destination` and watch for it at `target`.
+public struct Probe: Sendable {
+    public var name: String
+    public var from: ProbeEndpoint
+    /// Source address to bind (like `ping -I ADDR`).
+    public var bindAddress: IPAddress?
+    /// UDP/TCP source port; for ICMP the echo identifier. nil: the kernel picks.
+    public var sourcePort: UInt16?
+    public var destination: IPAddress
+    public var proto: ProbeProtocol
+    /// Where the packet should (or must not) arrive. UDP/TCP listeners and the capture live here.
+    public var target: ProbeEndpoint
+    /// Capture interface in the target namespace (e.g. "client1"); nil: every interface.
+    public var targetInterface: String?
+    public var expect: ProbeExpectation
+
+    public init(name: String, from: ProbeEndpoint, bindAddress: IPAddress? = nil, sourcePort: UInt16? = nil,
+                destination: IPAddress, proto: ProbeProtocol, target: ProbeEndpoint,
+                targetInterface: String? = nil, expect: ProbeExpectation) {
+        self.name = name
+        self.from = from
+        self.bindAddress = bindAddress
+        self.sourcePort = sourcePort
+        self.destination = destination
+        self.proto = proto
+        self.target = target
+        self.targetInterface = targetInterface
+        self.expect = expect
+    }
+}
+
+/// Two senders that fire at the same moment with the same source port (or echo id) to the same
+/// destination, port and protocol. The far side (capture and listener) is `first`'s target. The pair
+/// passes when each probe passes on its own and the target saw distinct ports (echo ids) for them.
+/// If neither probe names a source port, one random port is chosen for both.
+public struct ProbePair: Sendable {
+    public var name: String
+    public var first: Probe
+    public var second: Probe
+
+    public init(name: String, first: Probe, second: Probe) {
+        self.name = name
+        self.first = first
+        self.second = second
+    }
+}
+
+public struct ProbeResult: Sendable {
+    /// The probe (for a pair: its first probe).
+    public var probe: Probe
+    /// Set when this row is a pair.
+    public var pair: ProbePair?
+    public var passed: Bool
+    /// What happened, e.g. "reply from 192.0.2.1; seen at uplink/client1 from 100.64.0.1 id 3012".
+    public var detail: String
+    /// Source address and port (echo id for ICMP) as seen at the target (for a pair: the first's).
+    public var observedSource: IPAddress?
+    public var observedPort: UInt16?
+    /// Observed ports (echo ids) of every sender, in order; nil where nothing was seen.
+    public var observedPorts: [UInt16?]
+    /// From the moment the packet was sent until the row was decided: the answer (and the sighting
+    /// at the target) for a passing reach, the full wait for a blocked row or a failure.
+    public var milliseconds: Double
+
+    /// The row's name: the pair's, or the probe's.
+    public var name: String { pair?.name ?? probe.name }
+    /// The sending context(s), e.g. "blue_c1" or "blue_c1+red_c1".
+    public var from: String { pair.map { "\($0.first.from.context)+\($0.second.from.context)" } ?? probe.from.context }
+    public var expected: String { pair == nil ? probe.expect.description : "\(probe.expect), distinct ports" }
+}
