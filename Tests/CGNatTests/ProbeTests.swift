@@ -267,6 +267,12 @@ struct ProbeTests {
             let bad = runProbes([p])[0]
             #expect(!bad.passed)
             #expect(bad.detail.contains("setup"), "\(bad.detail)")
+            // Without gid 0 in ping_group_range, ICMP echo sockets are refused: a setup failure that says why.
+            try NetNamespace.run(in: lab.fds["a2"]!) { try writeSysctl("net.ipv4.ping_group_range", "1 0") }
+            let refused = runProbes([probe(lab, "ping 198.51.100.1", from: "a2", "198.51.100.1", .icmp, expect: .blocked)])[0]
+            show("ping_group_range", [refused])
+            #expect(!refused.passed)
+            #expect(refused.detail.contains("ping_group_range"), "\(refused.detail)")
         }
     }
 
@@ -281,7 +287,8 @@ struct ProbeTests {
                 return probe(lab, "\(proto) \(dst) #\(i)", from: i % 2 == 0 ? "a1" : "a2", dst, proto, expect: .reach(source: nil))
             }, timeoutMilliseconds: 200)
             let elapsed = probeClock() - start
-            print("== 20 concurrent reach probes (decided on their answers) in \(Int(elapsed * 10) / 10) ms")
+            let slowest = results.map(\.milliseconds).max() ?? 0
+            print("== 20 concurrent reach probes (decided on their answers) in \(Int(elapsed)) ms, slowest row \((slowest * 10).rounded() / 10) ms after firing")
             let allPassed = results.allSatisfy { $0.passed }
             #expect(allPassed, "\(results.filter { !$0.passed }.map(\.detail))")
             #expect(openFDCount() == before)

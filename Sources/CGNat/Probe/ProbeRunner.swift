@@ -191,7 +191,11 @@ final class ProbeCheck {
         switch p.proto {
         case .icmp:
             let icmpProto = family == .v4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6)
-            fd = try openSocket(afOf(family), SockType.dgram, icmpProto, device: p.from.device, what: "icmp echo")
+            do {
+                fd = try openSocket(afOf(family), SockType.dgram, icmpProto, device: p.from.device, what: "icmp echo")
+            } catch let e as ProbeSetupError where e.code == EACCES {
+                throw ProbeSetupError(message: "\(e) (net.ipv4.ping_group_range must include gid \(getgid()))")
+            }
         case .udp:
             fd = try openSocket(afOf(family), SockType.dgram, 0, device: p.from.device, what: "udp")
         case .tcp:

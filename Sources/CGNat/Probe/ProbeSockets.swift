@@ -16,8 +16,9 @@ func errnoText(_ e: Int32) -> String { String(cString: strerror(e)) }
 /// A probe setup failure: the step, and the errno text.
 struct ProbeSetupError: Error, CustomStringConvertible {
     let description: String
-    init(_ step: String, errno e: Int32 = Glibc.errno) { description = "\(step): \(errnoText(e))" }
-    init(message: String) { description = message }
+    let code: Int32
+    init(_ step: String, errno e: Int32 = Glibc.errno) { description = "\(step): \(errnoText(e))"; code = e }
+    init(message: String) { description = message; code = 0 }
 }
 
 enum SockType {
