@@ -277,6 +277,29 @@ struct ProbeTests {
     }
 
     @Test(.enabled(if: isRoot && haveTools, "needs root, ip and nft"))
+    func socketsLiveInTheirNamespaces() throws {
+        try withLab { lab in
+            func cookie(_ short: String) throws -> UInt64? {
+                try NetNamespace.run(in: lab.fds[short]!) { () -> UInt64? in
+                    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+                    defer { close(fd) }
+                    return NetNamespace.cookie(ofSocket: fd)
+                }
+            }
+            let check = ProbeCheck(probes: [probe(lab, "udp 198.51.100.1", from: "a1", "198.51.100.1", .udp, expect: .reach(source: nil))], pair: nil)
+            // setup() enters namespaces on the calling thread: only ever on a private thread.
+            try OSThread.run { check.setup() }
+            defer { check.closeAll() }
+            #expect(check.farError == nil && check.senders[0].setupError == nil)
+            let a1 = try cookie("a1"), c = try cookie("c")
+            #expect(a1 != nil && a1 != c)
+            #expect(NetNamespace.cookie(ofSocket: check.senders[0].fd) == a1)
+            #expect(NetNamespace.cookie(ofSocket: check.listenerFD) == c)
+            #expect(NetNamespace.cookie(ofSocket: check.captureFD) == c)
+        }
+    }
+
+    @Test(.enabled(if: isRoot && haveTools, "needs root, ip and nft"))
     func leavesNoSocketsOrThreadsBehind() throws {
         try withLab { lab in
             let before = openFDCount()
