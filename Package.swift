@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "cgnat", targets: ["cgnat"]),
+        .executable(name: "cgnat-bench", targets: ["cgnat-bench"]),
         .library(name: "CGNat", targets: ["CGNat"]),
         .library(name: "Netlink", targets: ["Netlink"]),
     ],
@@ -22,6 +23,7 @@ let package = Package(
         .executableTarget(
             name: "cgnat",
             dependencies: ["CGNat", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "cgnat-bench", dependencies: ["CGNat", "Netlink"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"]),
         .testTarget(name: "CGNatTests", dependencies: ["CGNat"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CGNat", "Netlink"]),

@@ -38,8 +38,12 @@ public enum RouteMessage {
     // MARK: links
 
     /// `ip link add NAME [netns NS] type veth peer name PEER [netns NS2]`.
-    public static func addVeth(name: String, peerName: String, namespaceFD: Int32? = nil, peerNamespaceFD: Int32? = nil) -> NetlinkMessage {
-        NetlinkMessage(type: RTM_NEWLINK, flags: create, fixed: ifinfomsg()) { a in
+    /// `index`/`peerIndex` ask for specific ifindexes (0 or nil: the kernel picks). Ends in different
+    /// namespaces often get the same index, and a veth whose peer has its own ifindex is not an
+    /// "urgent" linkwatch event: its carrier (and IPv6 readiness) then lags up to a second.
+    public static func addVeth(name: String, peerName: String, namespaceFD: Int32? = nil, peerNamespaceFD: Int32? = nil,
+                               index: Int32? = nil, peerIndex: Int32? = nil) -> NetlinkMessage {
+        NetlinkMessage(type: RTM_NEWLINK, flags: create, fixed: ifinfomsg(index: index ?? 0)) { a in
             if let fd = namespaceFD { a.u32(IFLA_NET_NS_FD, UInt32(bitPattern: fd)) }
             a.string(IFLA_IFNAME, name)
             a.nested(IFLA_LINKINFO) { li in
@@ -49,7 +53,7 @@ public enum RouteMessage {
                     var peer = AttributeWriter()
                     if let fd = peerNamespaceFD { peer.u32(IFLA_NET_NS_FD, UInt32(bitPattern: fd)) }
                     peer.string(IFLA_IFNAME, peerName)
-                    d.bytes(VETH_INFO_PEER, ifinfomsg() + peer.bytes)
+                    d.bytes(VETH_INFO_PEER, ifinfomsg(index: peerIndex ?? 0) + peer.bytes)
                 }
             }
         }

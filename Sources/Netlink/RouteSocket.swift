@@ -14,8 +14,10 @@ public final class RouteSocket {
     // MARK: links
 
     /// A veth pair; each end may be created directly in another namespace (an fd of it).
-    public func addVeth(name: String, peerName: String, namespaceFD: Int32? = nil, peerNamespaceFD: Int32? = nil) throws {
-        try socket.request(RouteMessage.addVeth(name: name, peerName: peerName, namespaceFD: namespaceFD, peerNamespaceFD: peerNamespaceFD),
+    public func addVeth(name: String, peerName: String, namespaceFD: Int32? = nil, peerNamespaceFD: Int32? = nil,
+                        index: Int32? = nil, peerIndex: Int32? = nil) throws {
+        try socket.request(RouteMessage.addVeth(name: name, peerName: peerName, namespaceFD: namespaceFD,
+                                                peerNamespaceFD: peerNamespaceFD, index: index, peerIndex: peerIndex),
                            step: "add veth \(name)/\(peerName)")
     }
 

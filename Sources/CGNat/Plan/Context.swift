@@ -47,3 +47,11 @@ extension Lab {
         contexts(backend: backend).first { $0.name == name }
     }
 }
+
+extension Lab {
+    /// Routing table of a domain's VRF on the VRF backend: `up` 10, then 20, 30, ... by domain id.
+    public func vrfTable(_ domain: String) -> UInt32? {
+        if domain == router.uplink.name { return 10 }
+        return router.subscribers.first { $0.name == domain }.map { 10 * ($0.id + 1) }
+    }
+}

@@ -65,18 +65,23 @@ extension Plan {
         for d in r.subscribers { create(domainNS(d), router: true) }
         for h in lab.hosts where h.attachment != .uplink { create(hostNS(h), router: false) }
 
-        // Links: veth ends are created directly in their namespaces.
+        // Links: veth ends are created directly in their namespaces, with ifindexes of their own.
         var up: [(String, String)] = []   // (namespace, link) to bring up
+        var nextIndex: Int32 = vethFirstIndex
+        func veth(_ ns: String, _ name: String, _ pns: String, _ peer: String) -> Step {
+            defer { nextIndex += 2 }
+            return .addVeth(namespace: ns, name: name, peerNamespace: pns, peer: peer, index: nextIndex, peerIndex: nextIndex + 1)
+        }
         for h in lab.hosts where h.attachment == .uplink {
-            steps.append(.addVeth(namespace: hostNS(h), name: h.interface, peerNamespace: main, peer: r.uplink.interface))
+            steps.append(veth(hostNS(h), h.interface, main, r.uplink.interface))
             up += [(hostNS(h), h.interface), (main, r.uplink.interface)]
         }
         for d in r.subscribers {
-            steps.append(.addVeth(namespace: main, name: transfer(d), peerNamespace: domainNS(d), peer: transferUp))
+            steps.append(veth(main, transfer(d), domainNS(d), transferUp))
             steps.append(.addBridge(namespace: domainNS(d), name: d.bridge))
             up += [(main, transfer(d)), (domainNS(d), transferUp), (domainNS(d), d.bridge)]
             for h in lab.hosts(in: d.name) {
-                steps.append(.addVeth(namespace: domainNS(d), name: h.name, peerNamespace: hostNS(h), peer: h.interface))
+                steps.append(veth(domainNS(d), h.name, hostNS(h), h.interface))
                 steps.append(.setMaster(namespace: domainNS(d), link: h.name, master: d.bridge))
                 up += [(domainNS(d), h.name), (hostNS(h), h.interface)]
             }
@@ -91,11 +96,16 @@ extension Plan {
             for a in h.addresses { steps.append(.addAddress(namespace: hostNS(h), link: h.interface, address: a)) }
         }
         for a in r.uplink.addresses { steps.append(.addAddress(namespace: main, link: r.uplink.interface, address: a)) }
+        // Router interfaces that forward IPv6 get a static link-local address: the kernel makes its
+        // own only when the carrier event arrives (linkwatch, up to a second later), and until then
+        // neighbour solicitations for forwarded packets are not sent at all.
+        steps.append(.addAddress(namespace: main, link: r.uplink.interface, address: linkLocal(routerSide)))
         steps.append(.addAddress(namespace: main, link: "lo", address: IPPrefix(errorSource, 32)))
         for d in r.subscribers {
             steps.append(.addAddress(namespace: main, link: transfer(d), address: linkLocal(routerSide)))
             steps.append(.addAddress(namespace: domainNS(d), link: transferUp, address: linkLocal(domainSide)))
             for a in d.addresses { steps.append(.addAddress(namespace: domainNS(d), link: d.bridge, address: a)) }
+            steps.append(.addAddress(namespace: domainNS(d), link: d.bridge, address: linkLocal(routerSide)))
         }
         steps += up.map { .setUp(namespace: $0.0, link: $0.1) }
 
@@ -145,6 +155,12 @@ extension Plan {
     }
 
     static func returnTable(_ d: SubscriberDomain) -> UInt32 { 100 + d.id }
+
+    /// Veth ends get explicit ifindexes from here on, each pair two different numbers. Left to the
+    /// kernel, two ends in fresh namespaces both get index 2; the kernel then treats the carrier
+    /// change as non-urgent and reports it up to a second late (linkwatch), and until then IPv6 on
+    /// the link is not ready: the first forwarded packets wait a second for neighbour discovery.
+    static let vethFirstIndex: Int32 = 10
 }
 
 func defaultPrefix(_ family: IPFamily) -> IPPrefix {

@@ -56,7 +56,8 @@ public struct PlannedRule: Equatable, Sendable {
 public enum Step: Equatable, Sendable {
     case createNamespace(String)
     case sysctl(namespace: String, key: String, value: String)
-    case addVeth(namespace: String, name: String, peerNamespace: String, peer: String)
+    /// Both ends get explicit, distinct ifindexes (see `Plan.vethIndexes`).
+    case addVeth(namespace: String, name: String, peerNamespace: String, peer: String, index: Int32, peerIndex: Int32)
     case addBridge(namespace: String, name: String)
     case addVRF(namespace: String, name: String, table: UInt32)
     case setMaster(namespace: String, link: String, master: String)
@@ -70,7 +71,7 @@ public enum Step: Equatable, Sendable {
     public var namespace: String {
         switch self {
         case .createNamespace(let ns): return ns
-        case .sysctl(let ns, _, _), .addVeth(let ns, _, _, _), .addBridge(let ns, _), .addVRF(let ns, _, _),
+        case .sysctl(let ns, _, _), .addVeth(let ns, _, _, _, _, _), .addBridge(let ns, _), .addVRF(let ns, _, _),
              .setMaster(let ns, _, _), .setUp(let ns, _), .addAddress(let ns, _, _), .addRoute(let ns, _),
              .addRule(let ns, _), .deleteRule(let ns, _), .loadRuleset(let ns, _):
             return ns
@@ -82,7 +83,7 @@ public enum Step: Equatable, Sendable {
         switch self {
         case .createNamespace(let ns): return "create namespace \(ns)"
         case .sysctl(let ns, let k, let v): return "[\(ns)] sysctl \(k)=\(v)"
-        case .addVeth(let ns, let n, let pns, let p): return "[\(ns)] add veth \(n) with peer \(p) in \(pns)"
+        case .addVeth(let ns, let n, let pns, let p, _, _): return "[\(ns)] add veth \(n) with peer \(p) in \(pns)"
         case .addBridge(let ns, let n): return "[\(ns)] add bridge \(n)"
         case .addVRF(let ns, let n, let t): return "[\(ns)] add vrf \(n) table \(t)"
         case .setMaster(let ns, let l, let m): return "[\(ns)] set \(l) master \(m)"

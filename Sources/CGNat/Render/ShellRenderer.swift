@@ -25,9 +25,9 @@ public enum ShellRenderer {
             return "ip netns add \(ns)"
         case .sysctl(let ns, let key, let value):
             return "ip netns exec \(ns) sysctl -qw \(key)=\(shellQuote(value))"
-        case .addVeth(let ns, let name, let pns, let peer):
+        case .addVeth(let ns, let name, let pns, let peer, let index, let peerIndex):
             // `name` after `dev`: a bare `a` would parse as `address` (DESIGN.md pitfall 6).
-            return "ip -n \(ns) link add dev \(name) type veth peer name \(peer) netns \(pns)"
+            return "ip -n \(ns) link add dev \(name) index \(index) type veth peer name \(peer) index \(peerIndex) netns \(pns)"
         case .addBridge(let ns, let name):
             return "ip -n \(ns) link add dev \(name) type bridge"
         case .addVRF(let ns, let name, let table):

@@ -1,0 +1,122 @@
+// Benchmark (not a test): `cgnat up` + `cgnat down` as a user runs them (two processes) against
+// the `render` output run as a shell script with one `ip` process per command, the way the seed's
+// demo built its lab; the kernel's floor (the lab's namespaces alone); and `check`'s wall time.
+// Prints medians of alternating runs and the ratios.
+import CGNat
+import Glibc
+import Netlink
+
+func usage() -> Never {
+    fputs("usage: cgnat-bench [--runs N] [--backend netns|vrf] [--cgnat PATH]\n", stderr)
+    exit(2)
+}
+
+var runs = 11
+var backend = "netns"
+var cgnat: String?
+var args = Array(CommandLine.arguments.dropFirst())
+while !args.isEmpty {
+    let a = args.removeFirst()
+    switch a {
+    case "--runs": guard let v = args.first, let n = Int(v), n > 0 else { usage() }; runs = n; args.removeFirst()
+    case "--backend": guard let v = args.first else { usage() }; backend = v; args.removeFirst()
+    case "--cgnat": guard let v = args.first else { usage() }; cgnat = v; args.removeFirst()
+    default: usage()
+    }
+}
+guard geteuid() == 0 else { fputs("cgnat-bench: needs root (it builds labs)\n", stderr); exit(1) }
+let selfPath = CommandLine.arguments[0]
+let binary = cgnat ?? (selfPath.contains("/") ? String(selfPath[..<selfPath.lastIndex(of: "/")!]) + "/cgnat" : "cgnat")
+guard access(binary, X_OK) == 0 else { fputs("cgnat-bench: \(binary) not found; pass --cgnat PATH\n", stderr); exit(1) }
+
+let lab = "cgbench"
+let devnull = "/dev/null"
+
+/// Runs a program with stdout/stderr discarded; returns (exit status, milliseconds).
+func spawn(_ argv: [String]) -> (Int32, Double) {
+    var pid: pid_t = 0
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_addopen(&actions, 1, devnull, O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, devnull, O_WRONLY, 0)
+    let cargs = argv.map { strdup($0) } + [nil]
+    defer { cargs.forEach { free($0) }; posix_spawn_file_actions_destroy(&actions) }
+    let t0 = monotonicMilliseconds()
+    guard posix_spawnp(&pid, argv[0], &actions, nil, cargs, environ) == 0 else { return (127, 0) }
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    let ms = monotonicMilliseconds() - t0
+    return ((status >> 8) & 0xff, ms)
+}
+
+func median(_ v: [Double]) -> Double {
+    let s = v.sorted()
+    return s.isEmpty ? .nan : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
+}
+
+func must(_ r: (Int32, Double), _ what: String) -> Double {
+    guard r.0 == 0 else {
+        fputs("cgnat-bench: \(what) failed (exit \(r.0)); cleaning up\n", stderr)
+        _ = spawn([binary, "down", "--lab", lab])
+        exit(1)
+    }
+    return r.1
+}
+
+func fmt(_ v: Double) -> String {
+    let r = (v * 10).rounded() / 10
+    return "\(Int(r)).\(Int(((r - Double(Int(r))) * 10).rounded()))"
+}
+
+guard let be = Backend(rawValue: backend) else { usage() }
+let plan: Plan
+do { plan = try Planner.plan(Lab.seed(name: lab), backend: be) } catch { fputs("cgnat-bench: \(error)\n", stderr); exit(1) }
+let upScript = "/tmp/cgnat-bench-up.\(getpid()).sh", downScript = "/tmp/cgnat-bench-down.\(getpid()).sh"
+func writeFile(_ path: String, _ text: String) {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o755)
+    let b = Array(text.utf8)
+    _ = write(fd, b, b.count)
+    close(fd)
+}
+writeFile(upScript, ShellRenderer.render(plan))
+writeFile(downScript, ShellRenderer.renderDown(plan))
+defer { unlink(upScript); unlink(downScript) }
+let commands = plan.steps.count
+
+var native: [Double] = [], nativeUp: [Double] = [], nativeDown: [Double] = []
+var shell: [Double] = [], floor: [Double] = []
+for i in 0..<(runs * 2) {
+    if i % 2 == 0 {
+        let u = must(spawn([binary, "up", "--lab", lab, "--backend", backend]), "cgnat up")
+        let d = must(spawn([binary, "down", "--lab", lab]), "cgnat down")
+        nativeUp.append(u); nativeDown.append(d); native.append(u + d)
+    } else {
+        let u = must(spawn(["sh", upScript]), "the rendered shell script")
+        let d = must(spawn(["sh", downScript]), "the rendered teardown")
+        shell.append(u + d)
+    }
+    // The kernel's own floor: the lab's namespaces created and deleted in-process, nothing else.
+    let t0 = monotonicMilliseconds()
+    for ns in plan.namespaces { if let fd = try? NetNamespace.create("\(ns)-floor") { close(fd) } }
+    for ns in plan.namespaces { try? NetNamespace.delete("\(ns)-floor") }
+    floor.append(monotonicMilliseconds() - t0)
+}
+
+_ = must(spawn([binary, "up", "--lab", lab, "--backend", backend]), "cgnat up")
+var checks: [Double] = []
+var checkFailed = 0
+for _ in 0..<max(3, runs / 2) {
+    let r = spawn([binary, "check", "--lab", lab])
+    if r.0 != 0 { checkFailed += 1 }
+    checks.append(r.1)
+}
+_ = must(spawn([binary, "down", "--lab", lab]), "cgnat down")
+
+let n = median(native), s = median(shell), f = median(floor)
+print("cgnat-bench: seed lab, \(backend) backend, \(plan.namespaces.count) namespaces, \(commands) steps; median of \(runs) alternating runs")
+print("  cgnat up + cgnat down (2 processes):      \(fmt(n)) ms   (up \(fmt(median(nativeUp))) ms, down \(fmt(median(nativeDown))) ms)")
+print("  rendered shell, one ip per command (\(commands + plan.namespaces.count)): \(fmt(s)) ms")
+print("  kernel floor (namespaces alone):          \(fmt(f)) ms")
+print("  speed-up over the shell script:           \(fmt(s / n))x   (target: 8x)")
+print("  cgnat above the floor:                    \(fmt(n - f)) ms")
+print("  cgnat check, whole matrix (process):      \(fmt(median(checks))) ms median, \(fmt(checks.max() ?? 0)) ms max   (target: < 1000 ms)\(checkFailed > 0 ? "  [\(checkFailed) runs had failing rows]" : "")")

@@ -1,0 +1,35 @@
+import ArgumentParser
+import CGNat
+import Glibc
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Prove every path of the lab: all probes run at once, one row each (root).",
+        discussion: """
+            Rows: every example ping of the seed from every client where it applies; NAT seen from the far
+            side (100.64.0.1 upstream; real IPv6 sources); blue_c1 and red_c1 sharing 100.64.0.1 and one
+            source port, mapped to distinct ports; negative rows that look for the packet at the target.
+            Exits 1 if any row fails.
+            """)
+
+    @OptionGroup var options: LabOptions
+    @Flag(help: "One JSON object with every row.") var json = false
+    @Option(help: "How long a probe waits for an answer, in milliseconds.") var timeout: Int = 400
+
+    func run() throws {
+        let name = try options.validatedName()
+        let report: CheckRun.Report
+        do {
+            report = try CheckRun.run(lab: Lab.seed(name: name), timeoutMilliseconds: timeout)
+        } catch {
+            fail("\(error)")
+        }
+        if json {
+            Output.line(CheckFormat.json(report).serialized())
+        } else {
+            Output.write(CheckFormat.table(report))
+        }
+        Output.flush()
+        if !report.passed { throw ExitCode(1) }
+    }
+}

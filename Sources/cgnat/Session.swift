@@ -1,0 +1,91 @@
+import ArgumentParser
+import CGNat
+import CNetlinkShim
+import Glibc
+
+struct Shell: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "An interactive shell in one context; prompt and hostname say where it is (root).")
+
+    @OptionGroup var options: LabOptions
+    @Argument(help: "Context: uplink, blue_c1, blue_c2, red_c1, main, main:up, main:blue, main:red.") var context: String
+
+    func run() throws {
+        let name = try options.validatedName()
+        let shell = access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh"
+        do {
+            try LabControl.requireRoot("cgnat shell")
+            let (ctx, fd) = try LabControl.open(context: context, lab: Lab.seed(name: name))
+            try ContextEntry.enter(namespaceFD: fd)
+            // Own UTS namespace: the hostname names the context, without touching the host's.
+            if cgn_unshare(cgn_clone_newuts()) == 0 { _ = sethostname(ctx.name, ctx.name.utf8.count) }
+            setenv("CGNAT_LAB", name, 1)
+            setenv("CGNAT_CONTEXT", ctx.name, 1)
+            let prompt = "[\(name) \(ctx.name)] \\w \\$ "
+            setenv("PS1", prompt, 1)
+            if shell == "/bin/bash" {
+                // The user's bashrc first, then our prompt on top.
+                let rc = "\(LabRecord.directory)/\(name).bashrc"
+                let text = "[ -f ~/.bashrc ] && . ~/.bashrc\nPS1='\(prompt)'\n"
+                let f = open(rc, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                if f >= 0 { _ = text.withCString { write(f, $0, strlen($0)) }; close(f) }
+                Output.flush()
+                let words: [String] = [shell, "--rcfile", rc, "-i"]
+                let argv = words.map { strdup($0) } + [nil]
+                execv(shell, argv)
+            } else {
+                Output.flush()
+                let words: [String] = [shell, "-i"]
+                let argv = words.map { strdup($0) } + [nil]
+                execv(shell, argv)
+            }
+            fail("\(shell): \(String(cString: strerror(errno)))")
+        } catch {
+            fail("\(error)")
+        }
+    }
+}
+
+struct Tmux: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Open (or re-attach to) a tmux session with a shell per context, events and traces (root).",
+        discussion: """
+            Brings the lab up first if it is not. Prefix ctrl-a; ctrl-a d asks whether to destroy the lab
+            (yes: the session ends and the lab goes down); ctrl-a D detaches. The session runs on a tmux
+            server of its own: tmux -L cgnat-LAB attach.
+            """)
+
+    @OptionGroup var options: LabOptions
+    @Flag(help: "Create the session without attaching (for scripts).") var detached = false
+
+    func run() throws {
+        let name = try options.validatedName()
+        do {
+            try LabControl.requireRoot("cgnat tmux")
+            guard access("/usr/bin/tmux", X_OK) == 0 || access("/bin/tmux", X_OK) == 0 else {
+                throw UsageError("tmux is not installed: apt-get install tmux")
+            }
+            let backend: Backend
+            if let b = try? LabControl.runningBackend(lab: name) {
+                backend = b
+            } else {
+                let r = try LabControl.up(Lab.seed(name: name), backend: .netns)
+                backend = r.plan.backend
+                Output.line("lab \(name) is up (\(backend.rawValue) backend)")
+            }
+            let session = TmuxSession(lab: name, contexts: Lab.seed(name: name).contexts(backend: backend), cgnat: Spawn.selfPath)
+            if !session.exists() { try session.create() }
+            if detached {
+                Output.line("tmux session \(session.sessionName) is ready: tmux -L \(session.socketName) attach")
+                Output.flush()
+                return
+            }
+            Output.flush()
+            let argv = session.attachCommand.map { strdup($0) } + [nil]
+            execvp("tmux", argv)
+            throw UsageError("could not run tmux: \(String(cString: strerror(errno)))")
+        } catch {
+            fail("\(error)")
+        }
+    }
+}

@@ -1,0 +1,179 @@
+import Testing
+import Netlink
+@testable import CGNat
+
+@Suite struct SeedPlanTests {
+    let plan = Plan.netns(Lab.seed())
+
+    @Test func namespacesAreTheLabsOwnPrefixedByItsName() {
+        #expect(plan.namespaces == ["cgnat-uplink", "cgnat-main", "cgnat-main-blue", "cgnat-main-red",
+                                    "cgnat-blue_c1", "cgnat-blue_c2", "cgnat-red_c1"])
+        let other = Plan.netns(Lab.seed(name: "lab2"))
+        #expect(Set(other.namespaces).isDisjoint(with: plan.namespaces))
+    }
+
+    @Test func contextsMapToNamespaces() {
+        let map = Dictionary(uniqueKeysWithValues: plan.contexts.map { ($0.name, $0.namespace) })
+        #expect(map == ["uplink": "cgnat-uplink", "blue_c1": "cgnat-blue_c1", "blue_c2": "cgnat-blue_c2",
+                        "red_c1": "cgnat-red_c1", "main": "cgnat-main", "main:up": "cgnat-main",
+                        "main:blue": "cgnat-main-blue", "main:red": "cgnat-main-red"])
+    }
+
+    /// Every step only touches namespaces and links that earlier steps created.
+    @Test func stepsAreOrderedSoEverythingExistsBeforeUse() {
+        var namespaces = Set<String>()
+        var links = Set<String>()   // "ns/link"
+        func need(_ ns: String, _ link: String? = nil) {
+            #expect(namespaces.contains(ns), "namespace \(ns) used before creation")
+            if let l = link, l != "lo" { #expect(links.contains("\(ns)/\(l)"), "link \(l) in \(ns) used before creation") }
+        }
+        for step in plan.steps {
+            switch step {
+            case .createNamespace(let ns): namespaces.insert(ns)
+            case .addVeth(let ns, let n, let pns, let p, _, _):
+                need(ns); need(pns); links.insert("\(ns)/\(n)"); links.insert("\(pns)/\(p)")
+            case .addBridge(let ns, let n), .addVRF(let ns, let n, _): need(ns); links.insert("\(ns)/\(n)")
+            case .setMaster(let ns, let l, let m): need(ns, l); need(ns, m)
+            case .setUp(let ns, let l), .addAddress(let ns, let l, _): need(ns, l)
+            case .addRoute(let ns, let r): need(ns, r.device)
+            case .sysctl(let ns, let key, _):
+                need(ns)
+                let parts = key.split(separator: ".")
+                if parts.count == 5, parts[2] == "conf", !["all", "default"].contains(parts[3]) { need(ns, String(parts[3])) }
+            default: need(step.namespace)
+            }
+        }
+    }
+
+    @Test func ipv4LeavesSubscriberDomainsViaLinkLocalNextHop() {
+        let r = PlannedRoute(IPPrefix("0.0.0.0/0")!, via: IPAddress("fe80::1")!, device: "t-up")
+        #expect(plan.steps.contains(.addRoute(namespace: "cgnat-main-blue", route: r)))
+        #expect(plan.steps.contains(.addRoute(namespace: "cgnat-main-red", route: r)))
+    }
+
+    @Test func returnTablesHoldOnlyTheirDomainsPrefixes() {
+        let t101 = plan.steps.compactMap { s -> PlannedRoute? in
+            if case .addRoute("cgnat-main", let r) = s, r.table == 101 { return r } else { return nil }
+        }
+        #expect(t101.map(\.destination.description).sorted() == ["100.64.0.0/10", "192.0.2.2/32"])
+        #expect(t101.allSatisfy { $0.device == "t-blue" && $0.source == IPAddress("192.0.0.8") })
+    }
+
+    @Test func marksSelectReturnTablesBeforeTheLocalTable() {
+        let rules = plan.steps.compactMap { s -> PlannedRule? in
+            if case .addRule("cgnat-main", let r) = s { return r } else { return nil }
+        }
+        #expect(rules.contains(PlannedRule(family: .v4, priority: 100, fwmark: 1, table: 101)))
+        #expect(rules.contains(PlannedRule(family: .v4, priority: 101, fwmark: 2, table: 102)))
+        let local = rules.first { $0.table == 255 }
+        #expect(local?.priority == 1000)
+        #expect(rules.filter { $0.fwmark != nil }.allSatisfy { $0.priority < local!.priority })
+        #expect(plan.steps.contains(.deleteRule(namespace: "cgnat-main", rule: PlannedRule(family: .v4, priority: 0, table: 255))))
+    }
+
+    @Test func sysctlsTheDesignNeedsAreExplicit() {
+        func has(_ ns: String, _ k: String, _ v: String) -> Bool { plan.steps.contains(.sysctl(namespace: ns, key: k, value: v)) }
+        #expect(has("cgnat-main", "net.ipv4.conf.t-blue.accept_local", "1"))
+        #expect(has("cgnat-main", "net.ipv4.conf.t-red.accept_local", "1"))
+        #expect(has("cgnat-main", "net.ipv4.fwmark_reflect", "1"))
+        #expect(has("cgnat-main", "net.netfilter.nf_conntrack_timestamp", "1"))
+        for ns in plan.namespaces {
+            #expect(has(ns, "net.ipv4.conf.all.rp_filter", "0"))
+            #expect(has(ns, "net.ipv4.conf.default.rp_filter", "0"))
+            #expect(has(ns, "net.ipv6.conf.default.accept_dad", "0"))
+        }
+        #expect(has("cgnat-main-blue", "net.ipv4.ip_forward", "1"))
+        #expect(has("cgnat-blue_c1", "net.ipv4.ip_forward", "0"))
+    }
+
+    @Test func uplinkRouteToRoutedAddressUsesItsPublicSource() {
+        let r = PlannedRoute(IPPrefix("192.0.2.2/32")!, via: IPAddress("100.64.0.1")!, device: "client1", source: IPAddress("192.0.2.1"))
+        #expect(plan.steps.contains(.addRoute(namespace: "cgnat-uplink", route: r)))
+    }
+}
+
+@Suite struct RulesetTests {
+    let text = Plan.netns(Lab.seed()).ruleset.text
+
+    @Test func zonesAreOriginalDirectionKeyedOnTransferLinks() {
+        #expect(text.contains("ct original zone set iifname map { \"t-blue\" : 1, \"t-red\" : 2 }"))
+        #expect(text.contains("type filter hook prerouting priority raw;"))
+    }
+
+    @Test func natMatchesTheRealUplinkDeviceOnce() {
+        #expect(text.contains("oifname \"muplink\" ct mark { 1, 2 } ip saddr 100.64.0.0/10 counter snat ip to 100.64.0.1"))
+        #expect(text.components("snat") == 1)
+        #expect(!text.contains("masquerade"))
+    }
+
+    @Test func forwardPolicy() {
+        #expect(text.contains("iifname \"muplink\" ip daddr != { 192.0.2.2/32 } counter drop"))
+        #expect(text.contains("iifname { \"t-blue\", \"t-red\" } oifname { \"t-blue\", \"t-red\" } meta nfproto ipv4 counter reject with icmp type admin-prohibited"))
+        #expect(text.contains("ct state new ct mark set iifname map"))
+        #expect(text.contains("chain dstnat"))   // a nat chain must exist for zones (VyOS T6097)
+    }
+}
+
+@Suite struct RenderTests {
+    let script = ShellRenderer.render(Plan.netns(Lab.seed()))
+
+    @Test func rendersIproute2Commands() {
+        let lines = Set(script.split(separator: "\n").map(String.init))
+        #expect(lines.contains("ip netns add cgnat-main"))
+        #expect(lines.contains("ip -n cgnat-uplink link add dev client1 index 10 type veth peer name muplink index 11 netns cgnat-main"))
+        #expect(lines.contains("ip -n cgnat-main-blue -4 route add default via inet6 fe80::1 dev t-up"))
+        #expect(lines.contains("ip -n cgnat-main -4 route add 100.64.0.0/10 via inet6 fe80::2 dev t-red src 192.0.0.8 table 102"))
+        #expect(lines.contains("ip -n cgnat-main -4 rule add pref 100 fwmark 1 lookup 101"))
+        #expect(lines.contains("ip -n cgnat-main -4 rule del pref 0 lookup local"))
+        #expect(lines.contains("ip netns exec cgnat-main sysctl -qw net.ipv4.ping_group_range='0 2147483647'"))
+        #expect(lines.contains("ip -n cgnat-uplink -4 route add 192.0.2.2/32 via 100.64.0.1 dev client1 src 192.0.2.1"))
+    }
+
+    @Test func rulesetInScriptIsTheOneUpLoads() {
+        let plan = Plan.netns(Lab.seed())
+        #expect(script.contains("nft -f - <<'CGNAT_RULESET'\n\(plan.ruleset.text)CGNAT_RULESET"))
+    }
+
+    @Test func oneCommandPerStep() {
+        let plan = Plan.netns(Lab.seed())
+        let commands = script.split(separator: "\n").filter { $0.hasPrefix("ip ") }
+        #expect(commands.count == plan.steps.count)
+    }
+
+    @Test func downRemovesNamespacesInReverse() {
+        let down = ShellRenderer.renderDown(Plan.netns(Lab.seed()))
+        #expect(down.split(separator: "\n").dropFirst().first == "ip netns del cgnat-red_c1")
+        #expect(down.split(separator: "\n").last == "ip netns del cgnat-uplink")
+    }
+}
+
+@Suite struct RecordTests {
+    @Test func parsesCreatedAndPendingNamespaces() {
+        let c = LabRecord.Contents(parsing: """
+            cgnat-lab 1
+            backend netns
+            pid 42
+            pending lab-a
+            ns lab-a 4:100
+            pending lab-b
+            """)
+        #expect(c.backend == .netns)
+        #expect(c.pid == 42)
+        #expect(c.namespaces.map(\.name) == ["lab-a"])
+        #expect(c.namespaces.first?.identity == NetNamespace.Identity(device: 4, inode: 100))
+        #expect(c.pending == ["lab-b"])
+        #expect(!c.complete)
+    }
+
+    @Test func labNames() {
+        #expect(throws: Never.self) { try LabName.validate("cgnat") }
+        #expect(throws: Never.self) { try LabName.validate("t-1_x") }
+        for bad in ["", "-x", "a/b", "A", "a b", String(repeating: "a", count: 33)] {
+            #expect(throws: UsageError.self) { try LabName.validate(bad) }
+        }
+    }
+}
+
+extension String {
+    func components(_ needle: String) -> Int { split(separator: needle, omittingEmptySubsequences: false).count - 1 }
+}

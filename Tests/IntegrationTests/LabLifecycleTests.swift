@@ -1,0 +1,189 @@
+import Foundation
+import Testing
+import Netlink
+@testable import CGNat
+
+/// Root-only: builds real labs on this kernel (netns backend). Serialized: the check's timeouts
+/// should not compete with other labs for two cores.
+@Suite(.serialized, .enabled(if: isRoot, "needs root: builds network namespaces"))
+struct LabLifecycleTests {
+    @Test func upCheckExecStatusDownLeavesNothing() throws {
+        let name = testLabName("life")
+        let up = try cgnat(["up", "--lab", name])
+        #expect(up.status == 0, "\(up.stderr)")
+        #expect(up.stdout.contains("main:blue") && up.stdout.contains("\(name)-main-blue"))
+        do {
+            #expect(namespaces(withPrefix: name).count == 7)
+
+            let report = try CheckRun.run(lab: Lab.seed(name: name))
+            #expect(report.passed, "failing rows:\n\(failures(report))")
+            #expect(report.results.count >= 30)
+            // The same-port rows: both flows seen upstream from 100.64.0.1 on distinct ports.
+            let pairs = report.results.filter { $0.pair != nil }
+            #expect(pairs.count == 3)
+            for p in pairs {
+                #expect(p.observedSource == IPAddress("100.64.0.1"))
+                #expect(p.observedPorts.count == 2 && p.observedPorts[0] != nil && p.observedPorts[0] != p.observedPorts[1])
+            }
+
+            // exec runs in the context and passes the exit status through.
+            let addr = try cgnat(["exec", "--lab", name, "red_c1", "--", "ip", "-4", "-o", "addr", "show", "dev", "cuplink"])
+            #expect(addr.status == 0)
+            #expect(addr.stdout.contains("100.64.0.1/10"))
+            let status7 = try cgnat(["exec", "--lab", name, "main:blue", "--", "sh", "-c", "ip -o link show br-blue >/dev/null && exit 7"])
+            #expect(status7.status == 7)
+            let missing = try cgnat(["exec", "--lab", name, "uplink", "--", "no-such-command-cgnat"])
+            #expect(missing.status == 127)
+            let unknown = try cgnat(["exec", "--lab", name, "green_c1", "--", "true"])
+            #expect(unknown.status != 0)
+            #expect(unknown.stderr.contains("unknown context 'green_c1'") && unknown.stderr.contains("main:blue"))
+
+            // status reads the kernel back: NAT entries appear after the check's traffic.
+            let st = try cgnat(["status", "--lab", name, "--json"])
+            #expect(st.status == 0, "\(st.stderr)")
+            let obj = try JSONSerialization.jsonObject(with: Data(st.stdout.utf8)) as? [String: Any]
+            let ctxs = obj?["contexts"] as? [[String: Any]] ?? []
+            #expect(ctxs.map { $0["name"] as? String } == ["uplink", "blue_c1", "blue_c2", "red_c1", "main", "main:up", "main:blue", "main:red"])
+            let main = ctxs.first { $0["name"] as? String == "main" }
+            let ct = main?["conntrack"] as? [[String: Any]] ?? []
+            #expect(ct.contains { ($0["zone"] as? Int) == 2 && ($0["original_source"] as? String) == "100.64.0.1" })
+
+            // A second up of the same lab is refused and changes nothing.
+            let again = try cgnat(["up", "--lab", name])
+            #expect(again.status != 0)
+            #expect(again.stderr.contains("already up"))
+            #expect(namespaces(withPrefix: name).count == 7)
+        }
+        let down = try cgnat(["down", "--lab", name])
+        #expect(down.status == 0, "\(down.stderr)")
+        #expect(namespaces(withPrefix: name).isEmpty)
+        #expect(LabRecord.load(lab: name) == nil)
+        #expect(access("/run/netns/\(name)-main", F_OK) != 0)
+        let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        #expect(!mounts.contains("/run/netns/\(name)-"))
+    }
+
+    @Test func failingUpRollsBack() throws {
+        let name = testLabName("fault")
+        let plan = Plan.netns(Lab.seed(name: name))
+        // Fail in the middle: after several namespaces and links exist.
+        let middle = plan.steps.firstIndex { if case .addRoute = $0 { return true } else { return false } }!
+        #expect(throws: LabControl.RolledBack.self) {
+            _ = try LabControl.up(Lab.seed(name: name), backend: .netns, failBeforeStep: middle)
+        }
+        #expect(namespaces(withPrefix: name).isEmpty)
+        #expect(LabRecord.load(lab: name) == nil)
+    }
+
+    @Test func kernelErrorNamesTheStepAndRollsBack() throws {
+        // A route via a gateway that no link reaches: the kernel refuses it with its own message.
+        var lab = Lab.seed(name: testLabName("kerr"))
+        lab.hosts[0].routes.append(HostRoute(IPPrefix("198.51.100.0/24")!, via: IPAddress("203.0.113.1")!))
+        do {
+            _ = try LabControl.up(lab, backend: .netns)
+            Issue.record("up should have failed")
+            _ = try? Teardown.down(lab: lab.name)
+        } catch let e as LabControl.RolledBack {
+            let text = "\(e)"
+            #expect(text.contains("add route 198.51.100.0/24 via 203.0.113.1"), "\(text)")
+            #expect(text.contains("rolled back (removed 7 namespaces)"), "\(text)")
+        }
+        #expect(namespaces(withPrefix: lab.name).isEmpty)
+    }
+
+    @Test func sigtermDuringUpRollsBack() throws {
+        let name = testLabName("term")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: cgnatBinary)
+        p.arguments = ["up", "--lab", name, "--step-delay-ms", "5"]
+        p.standardOutput = FileHandle.nullDevice
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        usleep(150_000)
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationStatus != 0)
+        #expect(msg.contains("interrupted") && msg.contains("rolled back"), "\(msg)")
+        #expect(namespaces(withPrefix: name).isEmpty)
+        #expect(LabRecord.load(lab: name) == nil)
+    }
+
+    @Test func downAfterACrashRemovesWhatWasMade() throws {
+        let name = testLabName("crash")
+        // --crash-after-step makes the process die as a kill -9 would: no rollback runs.
+        let r = try cgnat(["up", "--lab", name, "--crash-after-step", "40"])
+        #expect(r.status != 0)
+        #expect(!namespaces(withPrefix: name).isEmpty)
+        let again = try cgnat(["up", "--lab", name])
+        #expect(again.stderr.contains("half-built") || again.stderr.contains("crashed"), "\(again.stderr)")
+        let down = try cgnat(["down", "--lab", name])
+        #expect(down.status == 0)
+        #expect(namespaces(withPrefix: name).isEmpty)
+        #expect(LabRecord.load(lab: name) == nil)
+    }
+
+    @Test func downLeavesANamespaceItDidNotCreate() throws {
+        let name = testLabName("own")
+        _ = try LabControl.up(Lab.seed(name: name), backend: .netns)
+        // Someone replaces one of the lab's namespaces with their own of the same name.
+        try NetNamespace.delete("\(name)-uplink")
+        let fd = try NetNamespace.create("\(name)-uplink")
+        close(fd)
+        defer { try? NetNamespace.delete("\(name)-uplink") }
+        let report = try Teardown.down(lab: name)
+        #expect(report.foreign == ["\(name)-uplink"])
+        #expect(namespaces(withPrefix: name) == ["\(name)-uplink"])
+    }
+
+    @Test func downEndsProcessesInsideTheLab() throws {
+        let name = testLabName("proc")
+        _ = try LabControl.up(Lab.seed(name: name), backend: .netns)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: cgnatBinary)
+        p.arguments = ["exec", "--lab", name, "blue_c1", "--", "sleep", "30"]
+        try p.run()
+        usleep(200_000)
+        let down = try cgnat(["down", "--lab", name])
+        p.waitUntilExit()
+        #expect(down.status == 0)
+        #expect(down.stdout.contains("ended 1 processes"), "\(down.stdout)")
+        #expect(namespaces(withPrefix: name).isEmpty)
+    }
+
+    @Test func twoLabsCoexistAndBothPass() throws {
+        let a = testLabName("a"), b = testLabName("b")
+        try withLab(a) { labA in
+            try withLab(b) { labB in
+                let ra = try CheckRun.run(lab: labA)
+                let rb = try CheckRun.run(lab: labB)
+                #expect(ra.passed, "\(failures(ra))")
+                #expect(rb.passed, "\(failures(rb))")
+            }
+        }
+        #expect(namespaces(withPrefix: a).isEmpty && namespaces(withPrefix: b).isEmpty)
+    }
+
+    /// The negative rows can fail: open a hole (route the subscriber space from the uplink domain
+    /// into blue and drop the forward rule) and the unsolicited rows must turn red.
+    @Test func negativeRowsFailWhenTheRouterLeaks() throws {
+        try withLab(testLabName("leak")) { lab in
+            let fd = try NetNamespace.open(lab.namespaceName("main"))
+            defer { close(fd) }
+            try NetNamespace.run(in: fd) {
+                let sock = try RouteSocket()
+                try sock.addRoute(Route(family: .v4, destination: IPPrefix("100.64.0.2/32")!, gateway: IPAddress("fe80::2"),
+                                        outputInterface: try sock.linkIndex("t-blue"), table: 254))
+                try Nftables().run("flush chain inet cgnat forward")
+            }
+            let report = try CheckRun.run(lab: lab)
+            let unsolicited = report.results.filter { $0.name.contains("unsolicited") }
+            #expect(!unsolicited.isEmpty)
+            #expect(unsolicited.allSatisfy { !$0.passed }, "leaked packets must fail the negative rows")
+            #expect(report.results.filter { $0.name.contains("unsolicited") && $0.detail.contains("seen at") }.count >= 1,
+                    "the leak is seen at the target")
+            #expect(!report.passed)
+        }
+    }
+}
