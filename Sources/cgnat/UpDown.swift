@@ -15,7 +15,15 @@ struct Up: ParsableCommand {
 
     func run() throws {
         let name = try options.validatedName()
-        for sig in [SIGINT, SIGTERM, SIGHUP] { signal(sig) { _ in interruptRequested = 1 } }
+        // Interrupts roll back like any other failure. Unblock them too: a parent may have
+        // started us with them blocked, and then they would only land after `up` finished.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig) { _ in interruptRequested = 1 }
+            sigaddset(&set, sig)
+        }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         do {
             let result = try LabControl.up(
                 Lab.seed(name: name), backend: backend,

@@ -104,7 +104,10 @@ public struct CheckMatrix {
                 let routerOwn = Set(r.uplink.addresses.map(\.address))
                 for a in v4(h) where r.nat.inside.contains(a) && !routerOwn.contains(a) {
                     if let gw = r.uplink.addresses.first(where: { $0.family == .v4 })?.address {
-                        let route = PlannedRoute(IPPrefix(a, 32), via: gw, device: uplink.interface)
+                        // From the uplink's public address, as an Internet host would: its link
+                        // address (100.127.255.254) is also the subscriber gateway's, so a leaked
+                        // packet would die as a martian inside and the row could never fail.
+                        let route = PlannedRoute(IPPrefix(a, 32), via: gw, device: uplink.interface, source: uplinkPublic)
                         if !probeRoutes.contains(route) { probeRoutes.append(route) }
                     }
                     for proto in [ProbeProtocol.icmp, .udp, .tcp] {
