@@ -20,7 +20,7 @@ public enum Planner {
     public static func plan(_ lab: Lab, backend: Backend) throws -> Plan {
         switch backend {
         case .netns: return Plan.netns(lab)
-        case .vrf: throw UsageError("the vrf backend is not built yet; use --backend netns")
+        case .vrf: return Plan.vrf(lab)
         }
     }
 }

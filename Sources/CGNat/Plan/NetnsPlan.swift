@@ -146,7 +146,8 @@ extension Plan {
         let ruleset = Ruleset(lab: lab, devices: .init(
             subscriberIngress: r.subscribers.map { ($0, transfer($0)) },
             uplinkForwardInput: r.uplink.interface,
-            uplinkEgress: r.uplink.interface))
+            uplinkEgress: r.uplink.interface,
+            interDomain: .links(r.subscribers.map(transfer))))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
         // Start and stop times for the NAT mapping log; must be on before flows exist.
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))

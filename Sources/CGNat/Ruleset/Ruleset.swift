@@ -13,11 +13,29 @@ public struct Ruleset: Equatable, Sendable {
         public var uplinkForwardInput: String
         /// Real egress device where SNAT must match (never a VRF device: DESIGN.md section 2).
         public var uplinkEgress: String
+        /// How the forward hook tells IPv4 between subscriber domains.
+        public var interDomain: InterDomain
 
         public static func == (a: Devices, b: Devices) -> Bool {
-            a.uplinkForwardInput == b.uplinkForwardInput && a.uplinkEgress == b.uplinkEgress
+            a.uplinkForwardInput == b.uplinkForwardInput && a.uplinkEgress == b.uplinkEgress && a.interDomain == b.interDomain
                 && a.subscriberIngress.map(\.device) == b.subscriberIngress.map(\.device)
                 && a.subscriberIngress.map(\.domain) == b.subscriberIngress.map(\.domain)
+        }
+    }
+
+    public enum InterDomain: Equatable, Sendable {
+        /// netns: domains reach the router over their own links, in and out.
+        case links([String])
+        /// VRF: the forward hook sees the ingress VRF and the leak target (`up`), not the final
+        /// domain, so the rule names each domain's VRF and the other domains' routed addresses.
+        case vrfs([(vrf: String, foreign: [IPPrefix])])
+
+        public static func == (a: InterDomain, b: InterDomain) -> Bool {
+            switch (a, b) {
+            case (.links(let x), .links(let y)): return x == y
+            case (.vrfs(let x), .vrfs(let y)): return x.map(\.vrf) == y.map(\.vrf) && x.map(\.foreign) == y.map(\.foreign)
+            default: return false
+            }
         }
     }
 
@@ -26,7 +44,18 @@ public struct Ruleset: Equatable, Sendable {
     public init(lab: Lab, devices: Devices) {
         let nat = lab.router.nat
         let ingressMap = devices.subscriberIngress.map { "\(quote($0.device)) : \($0.domain.id)" }.joined(separator: ", ")
-        let ingressSet = devices.subscriberIngress.map { quote($0.device) }.joined(separator: ", ")
+        let interDomain: [String]
+        let reject = "counter reject with icmp type admin-prohibited comment \"IPv4 between subscriber domains\""
+        switch devices.interDomain {
+        case .links(let links):
+            let set = links.map(quote).joined(separator: ", ")
+            interDomain = ["iifname { \(set) } oifname { \(set) } meta nfproto ipv4 \(reject)"]
+        case .vrfs(let list):
+            interDomain = list.filter { !$0.foreign.filter { $0.family == .v4 }.isEmpty }.map { entry in
+                let dst = entry.foreign.filter { $0.family == .v4 }.map(\.description).joined(separator: ", ")
+                return "iifname \(quote(entry.vrf)) ip daddr { \(dst) } \(reject)"
+            }
+        }
         let marks = devices.subscriberIngress.map { String($0.domain.id) }.joined(separator: ", ")
         let routedV4 = lab.router.subscribers.flatMap(\.routed).filter { $0.family == .v4 }.map(\.description)
         let unsolicited = routedV4.isEmpty
@@ -60,9 +89,7 @@ public struct Ruleset: Equatable, Sendable {
             \t\t\(unsolicited) comment "unsolicited IPv4 from the uplink"
             \t\t# Subscriber domains share addresses with each other and with the NAT address: IPv4
             \t\t# between them would be answered to the wrong host, so it is refused.
-            \t\tiifname { \(ingressSet) } oifname { \(ingressSet) } meta nfproto ipv4 counter reject with icmp type admin-prohibited comment "IPv4 between subscriber domains"
-            \t}
-            """)
+            """ + interDomain.map { "\n\t\t" + $0 }.joined() + "\n\t}")
         lines.append("""
             \t# A nat chain per family that uses zones must exist, or clashing reply tuples are dropped.
             \tchain dstnat {
