@@ -26,6 +26,7 @@ struct LabOptions: ParsableArguments {
 }
 
 extension Backend: ExpressibleByArgument {}
+extension BackendChoice: ExpressibleByArgument {}
 
 /// Prints a one-line error and exits non-zero: what went wrong and what to do.
 func fail(_ message: String, code: Int32 = 1) -> Never {

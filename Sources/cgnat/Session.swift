@@ -69,9 +69,10 @@ struct Tmux: ParsableCommand {
             if let b = try? LabControl.runningBackend(lab: name) {
                 backend = b
             } else {
-                let r = try LabControl.up(Lab.seed(name: name), backend: .netns)
+                let (chosen, why) = try BackendChoice.auto.resolve()
+                let r = try LabControl.up(Lab.seed(name: name), backend: chosen)
                 backend = r.plan.backend
-                Output.line("lab \(name) is up (\(backend.rawValue) backend)")
+                Output.line("lab \(name) is up (\(backend.rawValue) backend: \(why))")
             }
             let session = TmuxSession(lab: name, contexts: Lab.seed(name: name).contexts(backend: backend), cgnat: Spawn.selfPath)
             if !session.exists() { try session.create() }

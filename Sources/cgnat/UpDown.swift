@@ -8,7 +8,8 @@ struct Up: ParsableCommand {
         discussion: "Either the whole lab comes up, or everything made so far is removed again. Ctrl-C rolls back too.")
 
     @OptionGroup var options: LabOptions
-    @Option(help: "Backend: netns (one namespace per routing domain) or vrf.") var backend: Backend = .netns
+    @Option(help: "Backend: auto (VRFs where the kernel has them), netns (one namespace per routing domain) or vrf.")
+    var backend: BackendChoice = .auto
     @Option(help: .hidden) var failBeforeStep: Int?
     @Option(help: .hidden) var crashAfterStep: Int?
     @Option(help: .hidden) var stepDelayMs: Int = 0
@@ -25,11 +26,13 @@ struct Up: ParsableCommand {
         }
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         do {
+            try LabControl.requireRoot("cgnat up")
+            let (chosen, why) = try backend.resolve()
             let result = try LabControl.up(
-                Lab.seed(name: name), backend: backend,
+                Lab.seed(name: name), backend: chosen,
                 faults: .init(failBeforeStep: failBeforeStep, crashAfterStep: crashAfterStep, stepDelayMilliseconds: stepDelayMs))
             let plan = result.plan
-            Output.line("lab \(name) is up (\(plan.backend.rawValue) backend, \(plan.namespaces.count) namespaces, \(plan.steps.count) steps, \(Int(result.milliseconds.rounded())) ms)")
+            Output.line("lab \(name) is up (\(plan.backend.rawValue) backend: \(why); \(plan.namespaces.count) namespaces, \(plan.steps.count) steps, \(Int(result.milliseconds.rounded())) ms)")
             for c in plan.contexts {
                 Output.line("  \(c.name.padding(12)) -> namespace \(c.namespace)" + (c.vrf.map { ", vrf \($0)" } ?? ""))
             }
