@@ -1,0 +1,143 @@
+import Glibc
+import Netlink
+
+/// Set from a signal handler (Ctrl-C, SIGTERM): the event stream ends at its next wake-up.
+nonisolated(unsafe) public var eventStreamStopRequested: sig_atomic_t = 0
+
+/// Live conntrack events of the router's namespace as NAT mapping records, over a native
+/// ctnetlink subscription. When the kernel drops events (ENOBUFS) the stream says so and
+/// resynchronises from a table dump taken on a second socket in the same namespace.
+public final class EventStream {
+    public enum Item: Sendable {
+        case record(MappingRecord)
+        case overrun(time: UInt64, overruns: Int)
+        case resync(ResyncSummary)
+    }
+
+    public struct Summary: Equatable, Sendable {
+        public var new = 0, update = 0, destroy = 0
+        /// Records that came from resynchronisations (both NEW and DESTROY).
+        public var resyncRecords = 0
+        public var overruns = 0
+        public var emitted: Int { new + update + destroy + resyncRecords }
+    }
+
+    /// 64 MiB (SO_RCVBUFFORCE as root): about 100k events of slack before the kernel drops any.
+    public static let defaultReceiveBuffer: Int32 = 64 << 20
+
+    let events: ConntrackSocket
+    let dumper: ConntrackSocket
+    public let log: MappingLog
+    public private(set) var summary = Summary()
+
+    /// Opens both sockets on a thread inside the namespace behind `namespaceFD`; the subscription
+    /// is live when this returns.
+    public init(namespaceFD: Int32, domains: DomainNames, filter: EventFilter = EventFilter(),
+                groups: UInt32 = ConntrackSocket.newEvents | ConntrackSocket.updateEvents | ConntrackSocket.destroyEvents,
+                receiveBuffer: Int32 = EventStream.defaultReceiveBuffer) throws {
+        let (ev, dump) = try NetNamespace.run(in: namespaceFD) { () throws -> (ConntrackSocket, ConntrackSocket) in
+            let ev = try ConntrackSocket(groups: groups)
+            ev.socket.setReceiveBuffer(receiveBuffer)
+            return (ev, try ConntrackSocket())
+        }
+        events = ev
+        dumper = dump
+        log = MappingLog(domains: domains, filter: filter)
+    }
+
+    /// The stream of a lab that is up: the router's (`main`) namespace on either backend.
+    public static func open(lab: Lab, contexts: [String] = [], receiveBuffer: Int32 = EventStream.defaultReceiveBuffer) throws -> EventStream {
+        try LabControl.requireRoot("cgnat events")
+        let backend = try LabControl.runningBackend(lab: lab.name)
+        let filter = try EventFilter(lab: lab, contexts: contexts, backend: backend)
+        let (_, fd) = try LabControl.open(context: lab.router.name, lab: lab)
+        defer { Glibc.close(fd) }
+        return try EventStream(namespaceFD: fd, domains: DomainNames(lab: lab), filter: filter, receiveBuffer: receiveBuffer)
+    }
+
+    public func close() {
+        events.close()
+        dumper.close()
+    }
+
+    deinit { close() }
+
+    /// Reads events until `count` records were emitted, `durationSeconds` passed, `shouldStop`
+    /// says so, or eventStreamStopRequested is set. Items go to `emit` in order.
+    @discardableResult
+    public func run(count: Int? = nil, durationSeconds: Double? = nil, shouldStop: () -> Bool = { false },
+                    emit: (Item) -> Void) throws -> Summary {
+        let deadline = durationSeconds.map { monotonicMilliseconds() + $0 * 1000 }
+        let step = "receive conntrack events"
+        var done = false
+        func emitRecord(_ r: MappingRecord) {
+            guard !done else { return }
+            if r.resync { summary.resyncRecords += 1 } else {
+                switch r.kind { case .new: summary.new += 1; case .update: summary.update += 1; case .destroy: summary.destroy += 1 }
+            }
+            emit(.record(r))
+            if let count, summary.emitted >= count { done = true }
+        }
+        /// One datagram's messages. Returns true when the kernel reported an overrun in-band.
+        func process(_ batch: [NetlinkMessage]) -> Bool {
+            var overrun = false
+            let now = EventFormatter.realtimeNow()
+            for m in batch {
+                if m.type == NL.NLMSG_OVERRUN { overrun = true; continue }
+                if let ev = ConntrackMessage.decodeEvent(m), let r = log.handle(ev, now: now) { emitRecord(r) }
+            }
+            return overrun
+        }
+        func resynchronise() throws {
+            summary.overruns += 1
+            emit(.overrun(time: EventFormatter.realtimeNow(), overruns: summary.overruns))
+            // What is still queued is older than the dump: log it first (bounded, the load may go on).
+            var drained = 0
+            while drained < 100_000 && !done {
+                let batch: [NetlinkMessage]?
+                do { batch = try events.socket.receive(step: step, dontWait: true) } catch let e as NetlinkError where e.errno == ENOBUFS {
+                    summary.overruns += 1
+                    continue
+                }
+                guard let batch else { break }
+                drained += batch.count
+                if process(batch) { summary.overruns += 1 }
+            }
+            let table = try dumper.dump()
+            let (records, s) = log.resync(table, now: EventFormatter.realtimeNow())
+            for r in records { emitRecord(r) }
+            emit(.resync(s))
+        }
+
+        while !done {
+            if eventStreamStopRequested != 0 || shouldStop() { break }
+            var wait: Int32 = 200
+            if let deadline {
+                let left = deadline - monotonicMilliseconds()
+                if left <= 0 { break }
+                wait = Int32(min(200, max(1, left.rounded(.up))))
+            }
+            var pfd = pollfd(fd: events.socket.fd, events: Int16(POLLIN), revents: 0)
+            let rc = poll(&pfd, 1, wait)
+            if rc < 0 {
+                if errno == EINTR { continue }
+                throw NetlinkError(step: step, errno: errno)
+            }
+            if rc == 0 { continue }
+            // Drain what is queued, one datagram at a time, emitting as we go.
+            while !done {
+                let batch: [NetlinkMessage]?
+                do {
+                    batch = try events.socket.receive(step: step, dontWait: true)
+                } catch let e as NetlinkError where e.errno == ENOBUFS {
+                    try resynchronise()
+                    continue
+                }
+                guard let batch else { break }
+                if process(batch) { try resynchronise() }
+                if eventStreamStopRequested != 0 { break }
+            }
+        }
+        return summary
+    }
+}

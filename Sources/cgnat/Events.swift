@@ -1,0 +1,76 @@
+import ArgumentParser
+import CGNat
+import Glibc
+
+struct Events: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Live conntrack events of the router: the NAT mapping log (root).",
+        discussion: """
+            One line per NEW, UPDATE or DESTROY event in the router's (main) namespace, read over a native
+            ctnetlink subscription: time, subscriber domain (from the original-direction zone or ct mark;
+            `up` = the uplink or the router itself), protocol, inside address:port (original source),
+            outside address:port (reply destination, what the far side sees), destination, and whether NAT
+            changed the connection. With --json, one object per line: the mapping log a CGN keeps
+            (RFC 6888, RFC 7422) with start and stop times from conntrack timestamps.
+            If the kernel drops events (ENOBUFS) the stream says so (an `overrun` line), dumps the table and
+            logs every current mapping not logged yet (`"resync": true`). Ctrl-C or SIGTERM ends it.
+            """)
+
+    @OptionGroup var options: LabOptions
+    @Flag(help: "One JSON object per line.") var json = false
+    @Option(name: .customLong("context"), help: "Only events of this subscriber context (host such as blue_c1, or domain such as main:blue); repeatable.")
+    var contexts: [String] = []
+    @Flag(help: "Leave the destination out of the log (RFC 6888 REQ-12 lets a CGN omit it).") var noDestination = false
+    @Option(help: "End after this many events.") var count: Int?
+    @Option(help: "End after this many seconds.") var duration: Double?
+    @Flag(help: .hidden) var summary = false
+
+    func validate() throws {
+        if let count, count <= 0 { throw ValidationError("--count must be positive") }
+        if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+    }
+
+    func run() throws {
+        let name = try options.validatedName()
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig) { _ in eventStreamStopRequested = 1 }
+            sigaddset(&set, sig)
+        }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        // A reader that goes away (`| head`) ends us through EPIPE on write, not a signal.
+        signal(SIGPIPE, SIG_IGN)
+
+        let stream: EventStream
+        do { stream = try EventStream.open(lab: Lab.seed(name: name), contexts: contexts) } catch { fail("\(error)") }
+        let destination = !noDestination
+        if !json {
+            Output.line(EventFormatter.textHeader(destination: destination))
+            Output.flush()
+        }
+        let result: EventStream.Summary
+        do {
+            result = try stream.run(count: count, durationSeconds: duration) { item in
+                switch item {
+                case .record(let r):
+                    Output.line(json ? EventFormatter.json(r, destination: destination).serialized()
+                                     : EventFormatter.text(r, destination: destination))
+                case .overrun(let t, let n):
+                    Output.line(json ? EventFormatter.overrunJSON(time: t, overruns: n).serialized()
+                                     : EventFormatter.overrunText(time: t, overruns: n))
+                case .resync(let s):
+                    Output.line(json ? EventFormatter.resyncJSON(s).serialized() : EventFormatter.resyncText(s))
+                }
+                Output.flush()
+            }
+        } catch {
+            fail("\(error)")
+        }
+        stream.close()
+        Output.flush()
+        if summary {
+            fputs("events: new \(result.new) update \(result.update) destroy \(result.destroy) resync \(result.resyncRecords) overruns \(result.overruns)\n", stderr)
+        }
+    }
+}
