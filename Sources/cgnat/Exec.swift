@@ -1,6 +1,5 @@
 import ArgumentParser
 import CGNat
-import CNetlinkShim
 import Glibc
 import Netlink
 
@@ -20,8 +19,8 @@ struct Exec: ParsableCommand {
         guard !argv.isEmpty else { fail("exec needs a command: cgnat exec \(context) -- CMD ARGS...") }
         do {
             try LabControl.requireRoot("cgnat exec")
-            let (_, fd) = try LabControl.open(context: context, lab: Lab.seed(name: name))
-            try ContextEntry.enter(namespaceFD: fd)
+            let (ctx, fd) = try LabControl.open(context: context, lab: Lab.seed(name: name))
+            try ContextEntry.enter(ctx, namespaceFD: fd, lab: name)
         } catch {
             fail("\(error)")
         }
@@ -30,17 +29,5 @@ struct Exec: ParsableCommand {
         execvp(argv[0], cargs)
         let err = errno
         fail("\(argv[0]): \(String(cString: strerror(err)))", code: err == ENOENT ? 127 : 126)
-    }
-}
-
-enum ContextEntry {
-    /// Moves this thread into the namespace and, as `ip netns exec` does, gives it a private
-    /// mount namespace with a fresh /sys so tools reading sysfs see the namespace's devices.
-    static func enter(namespaceFD fd: Int32) throws {
-        try NetNamespace.enter(fd)
-        guard cgn_unshare(cgn_clone_newns()) == 0 else { return }   // best effort: only sysfs views differ
-        if mount("", "/", "none", UInt(MS_SLAVE | MS_REC), nil) != 0 { return }
-        umount2("/sys", Int32(MNT_DETACH))
-        _ = mount("sysfs", "/sys", "sysfs", 0, nil)
     }
 }

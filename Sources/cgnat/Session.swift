@@ -16,7 +16,7 @@ struct Shell: ParsableCommand {
         do {
             try LabControl.requireRoot("cgnat shell")
             let (ctx, fd) = try LabControl.open(context: context, lab: Lab.seed(name: name))
-            try ContextEntry.enter(namespaceFD: fd)
+            try ContextEntry.enter(ctx, namespaceFD: fd, lab: name)
             // Own UTS namespace: the hostname names the context, without touching the host's.
             if cgn_unshare(cgn_clone_newuts()) == 0 { _ = sethostname(ctx.name, ctx.name.utf8.count) }
             setenv("CGNAT_LAB", name, 1)

@@ -20,6 +20,8 @@ public final class LabRecord {
         public var pending: [String] = []
         public var namespaces: [(name: String, identity: NetNamespace.Identity)] = []
         public var complete = false
+        /// Cgroups made for commands run inside a VRF (`exec`/`shell` on the VRF backend).
+        public var cgroups: [String] = []
 
         public static func == (a: Contents, b: Contents) -> Bool {
             a.backend == b.backend && a.pid == b.pid && a.pending == b.pending && a.complete == b.complete
@@ -46,6 +48,7 @@ public final class LabRecord {
                         pending.removeAll { $0 == f[1] }
                     }
                 case "complete": complete = true
+                case "cgroup": if f.count > 1, !cgroups.contains(f[1]) { cgroups.append(f[1]) }
                 default: continue
                 }
             }
@@ -89,6 +92,15 @@ public final class LabRecord {
     public func append(_ line: String) throws {
         let bytes = Array((line + "\n").utf8)
         guard write(fd, bytes, bytes.count) == bytes.count else { throw SystemError("write \(LabRecord.path(lab))") }
+    }
+
+    /// Adds a line to the record of a lab that is up (things made after `up`, such as cgroups).
+    public static func note(lab: String, _ line: String) throws {
+        let fd = open(path(lab), O_WRONLY | O_APPEND | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open \(path(lab))") }
+        defer { close(fd) }
+        let bytes = Array((line + "\n").utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count else { throw SystemError("write \(path(lab))") }
     }
 
     public static func load(lab: String) -> Contents? {

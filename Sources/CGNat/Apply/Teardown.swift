@@ -37,6 +37,7 @@ public enum Teardown {
                 report.removed.append(name)
             }
         }
+        VRFBinding.removeCgroups(record.cgroups)
         LabRecord.remove(lab: lab)
         return report
     }

@@ -21,15 +21,31 @@
 #include <linux/errqueue.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
+#include <linux/netfilter/nf_tables.h>
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
+// bpf(2) has no glibc wrapper and Swift cannot call the variadic syscall().
+#include <sys/syscall.h>
+extern long syscall(long number, ...);
+static inline long cgn_bpf(int cmd, void *attr, unsigned int size) { return syscall(SYS_bpf, cmd, attr, size); }
+
 #endif
 #ifndef NETLINK_EXT_ACK
 #define NETLINK_EXT_ACK 11
+// bpf(2) has no glibc wrapper and Swift cannot call the variadic syscall().
+#include <sys/syscall.h>
+extern long syscall(long number, ...);
+static inline long cgn_bpf(int cmd, void *attr, unsigned int size) { return syscall(SYS_bpf, cmd, attr, size); }
+
 #endif
 #ifndef NETLINK_GET_STRICT_CHK
 #define NETLINK_GET_STRICT_CHK 12
+// bpf(2) has no glibc wrapper and Swift cannot call the variadic syscall().
+#include <sys/syscall.h>
+extern long syscall(long number, ...);
+static inline long cgn_bpf(int cmd, void *attr, unsigned int size) { return syscall(SYS_bpf, cmd, attr, size); }
+
 #endif
 
 extern int unshare(int flags);
@@ -45,5 +61,10 @@ static inline int cgn_clone_newuts(void) { return 0x04000000; }  // CLONE_NEWUTS
 
 // Thread id of the caller, for /proc/<tid>/... paths and diagnostics.
 static inline pid_t cgn_gettid(void) { return gettid(); }
+
+// bpf(2) has no glibc wrapper and Swift cannot call the variadic syscall().
+#include <sys/syscall.h>
+extern long syscall(long number, ...);
+static inline long cgn_bpf(int cmd, void *attr, unsigned int size) { return syscall(SYS_bpf, cmd, attr, size); }
 
 #endif
