@@ -63,6 +63,19 @@ struct LabLifecycleTests {
         #expect(!mounts.contains("/run/netns/\(name)-"))
     }
 
+    @Test(.enabled(if: !kernelHasVRF, "this kernel has VRFs"))
+    func vrfOnAKernelWithoutVRFIsAClearError() throws {
+        let name = testLabName("novrf")
+        let r = try cgnat(["up", "--lab", name, "--backend", "vrf"])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("CONFIG_NET_VRF") && r.stderr.contains("--backend netns"), "\(r.stderr)")
+        #expect(namespaces(withPrefix: name).isEmpty)
+        #expect(LabRecord.load(lab: name) == nil)
+        let auto = try cgnat(["up", "--lab", name])
+        defer { _ = try? cgnat(["down", "--lab", name]) }
+        #expect(auto.stdout.contains("netns backend: auto:") && auto.stdout.contains("no VRF driver"), "\(auto.stdout)")
+    }
+
     @Test func failingUpRollsBack() throws {
         let name = testLabName("fault")
         let plan = Plan.netns(Lab.seed(name: name))

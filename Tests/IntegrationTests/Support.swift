@@ -8,9 +8,9 @@ let isRoot = geteuid() == 0
 func testLabName(_ tag: String) -> String { "cgt-\(tag)-\(getpid() % 10000)" }
 
 /// Brings a lab up for the body and always takes it down, also when the body fails.
-func withLab<T>(_ name: String, _ body: (Lab) throws -> T) throws -> T {
+func withLab<T>(_ name: String, backend: Backend = .netns, _ body: (Lab) throws -> T) throws -> T {
     let lab = Lab.seed(name: name)
-    _ = try LabControl.up(lab, backend: .netns)
+    _ = try LabControl.up(lab, backend: backend)
     defer { _ = try? Teardown.down(lab: name) }
     return try body(lab)
 }

@@ -29,15 +29,15 @@ public enum VRFBinding {
         return own
     }
 
-    public static func cgroupPath(root: String, lab: String, vrf: String) -> String { "\(root)/cgnat-\(lab)/vrf-\(vrf)" }
+    /// iproute2's layout (`.../vrf/NAME`), so `ip vrf identify` and `ip vrf pids` understand it.
+    public static func cgroupPath(root: String, lab: String, vrf: String) -> String { "\(root)/cgnat-\(lab)/vrf/\(vrf)" }
 
     /// Moves the calling process into the VRF's cgroup. Call after entering the namespace that
     /// holds the VRF; `ifindex` is the VRF device's there.
     public static func bindProcess(lab: String, vrf: String, ifindex: Int32) throws {
         let root = try cgroup2Root()
-        let parent = "\(root)/cgnat-\(lab)"
         let path = cgroupPath(root: root, lab: lab, vrf: vrf)
-        for dir in [parent, path] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
+        for dir in ["\(root)/cgnat-\(lab)", "\(root)/cgnat-\(lab)/vrf", path] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
             throw SystemError("create cgroup \(dir)")
         }
         try? LabRecord.note(lab: lab, "cgroup \(path)")
@@ -109,13 +109,14 @@ public enum VRFBinding {
         guard rc == 0 else { throw SystemError("attach the VRF socket program to its cgroup") }
     }
 
-    /// Removes the lab's cgroups (their processes are gone by then).
+    /// Removes the lab's cgroups and the directories above them that cgnat made (their
+    /// processes are gone by then).
     public static func removeCgroups(_ paths: [String]) {
-        var parents = Set<String>()
-        for p in paths {
-            rmdir(p)
-            if let slash = p.lastIndex(of: "/") { parents.insert(String(p[..<slash])) }
+        func parent(_ p: String) -> String { p.lastIndex(of: "/").map { String(p[..<$0]) } ?? p }
+        for p in paths { rmdir(p) }
+        for vrfDir in Set(paths.map(parent)) {
+            rmdir(vrfDir)
+            rmdir(parent(vrfDir))
         }
-        for p in parents { rmdir(p) }
     }
 }

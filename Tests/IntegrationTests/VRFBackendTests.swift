@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+import Netlink
+@testable import CGNat
+
+let kernelHasVRF = KernelSupport.detect().hasVRF
+
+/// The VRF backend on a kernel that has VRFs: scripts/test runs this suite inside a VM with
+/// Debian's kernel when the machine's own kernel has none.
+@Suite(.serialized, .enabled(if: isRoot && kernelHasVRF, "needs root and a kernel with VRFs (scripts/test runs it in a VM)"))
+struct VRFBackendTests {
+    @Test func upCheckExecStatusDown() throws {
+        let name = testLabName("vrf")
+        let up = try cgnat(["up", "--lab", name, "--backend", "vrf"])
+        #expect(up.status == 0, "\(up.stderr)")
+        do {
+            #expect(namespaces(withPrefix: name).sorted() == ["blue_c1", "blue_c2", "main", "red_c1", "uplink"].map { "\(name)-\($0)" })
+            let report = try CheckRun.run(lab: Lab.seed(name: name))
+            #expect(report.backend == .vrf)
+            #expect(report.passed, "failing rows:\n\(failures(report))")
+            // Row for row the same matrix as the netns backend.
+            let netnsRows = try CheckMatrix(lab: Lab.seed(name: name), backend: .netns,
+                                            endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 1 })
+            #expect(report.results.map(\.name) == netnsRows.probes.map(\.name) + netnsRows.pairs.map(\.name))
+
+            // exec runs inside each VRF, as ip vrf exec does.
+            for vrf in ["up", "blue", "red"] {
+                let r = try cgnat(["exec", "--lab", name, "main:\(vrf)", "--", "ip", "vrf", "identify"])
+                #expect(r.status == 0 && r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == vrf, "\(vrf): \(r.stdout) \(r.stderr)")
+            }
+            let ping = try cgnat(["exec", "--lab", name, "main:red", "--", "ping", "-c1", "-W2", "100.64.0.1"])
+            #expect(ping.status == 0, "main:red reaches red_c1 inside VRF red: \(ping.stdout)")
+            let router = try cgnat(["exec", "--lab", name, "main:up", "--", "ping", "-c1", "-W2", "100.127.255.254"])
+            #expect(router.status == 0, "main:up reaches the uplink's gateway with NAT on")
+
+            let st = try cgnat(["status", "--lab", name, "--json"])
+            #expect(st.status == 0, "\(st.stderr)")
+            let obj = try JSONSerialization.jsonObject(with: Data(st.stdout.utf8)) as? [String: Any]
+            let ctxs = obj?["contexts"] as? [[String: Any]] ?? []
+            #expect(ctxs.first { $0["name"] as? String == "main:blue" }?["vrf"] as? String == "blue")
+            let rules = (ctxs.first { $0["name"] as? String == "main" }?["rules"] as? [String]) ?? []
+            for r in ["500: ipv4 fwmark 1 lookup 20", "1000: ipv4 l3mdev lookup [l3mdev-table]", "2000: ipv4 l3mdev unreachable", "32765: ipv4 lookup local"] {
+                #expect(rules.contains(r), "rule \(r) in \(rules)")
+            }
+        }
+        let record = LabRecord.load(lab: name)
+        let down = try cgnat(["down", "--lab", name])
+        #expect(down.status == 0, "\(down.stderr)")
+        #expect(namespaces(withPrefix: name).isEmpty)
+        #expect(LabRecord.load(lab: name) == nil)
+        for cg in record?.cgroups ?? [] { #expect(access(cg, F_OK) != 0, "cgroup \(cg) removed") }
+        #expect(record?.cgroups.count == 3)
+    }
+
+    /// The seed's own rule (masquerade matched on the VRF device `up`, no zones, no marks), on
+    /// this kernel: since 5.16 NAT is skipped on the VRF-device pass, so the rule never matches,
+    /// packets leave un-NATed, and replies to 100.64.0.1 are delivered locally in VRF up.
+    @Test func theSeedsNaiveRuleNeverMatches() throws {
+        try withLab(testLabName("naive"), backend: .vrf) { lab in
+            let fd = try NetNamespace.open(lab.namespaceName("main"))
+            defer { close(fd) }
+            try NetNamespace.run(in: fd) {
+                let nft = try Nftables()
+                try nft.run("delete table inet cgnat")
+                try nft.run("""
+                    table ip nat {
+                        chain postrouting {
+                            type nat hook postrouting priority srcnat; policy accept;
+                            oifname "up" counter masquerade
+                        }
+                    }
+                    """)
+                let rt = try RouteSocket()
+                for (pref, mark, table) in [(UInt32(500), UInt32(1), UInt32(20)), (501, 2, 30)] {
+                    try rt.deleteRule(Rule(family: .v4, priority: pref, table: table, fwmark: mark))
+                }
+            }
+            let main = ProbeEndpoint(context: "main", namespaceFD: fd)
+            func host(_ n: String) throws -> ProbeEndpoint { ProbeEndpoint(context: n, namespaceFD: try NetNamespace.open(lab.namespaceName(n))) }
+            let uplink = try host("uplink"), c1 = try host("blue_c1"), c2 = try host("blue_c2")
+            defer { [uplink, c1, c2].forEach { close($0.namespaceFD) } }
+            let results = runProbes([
+                Probe(name: "ping 192.0.2.1", from: c2, destination: IPAddress("192.0.2.1")!, proto: .icmp,
+                      target: uplink, targetInterface: "client1", expect: .reach(source: IPAddress("100.64.0.2"))),
+                Probe(name: "ping 192.0.2.1", from: c1, destination: IPAddress("192.0.2.1")!, proto: .icmp,
+                      target: uplink, targetInterface: "client1", expect: .reach(source: IPAddress("100.64.0.1"))),
+            ], timeoutMilliseconds: 500)
+            // blue_c2's echo leaves un-NATed: the uplink sees 100.64.0.2; no reply comes back.
+            #expect(results[0].observedSource == IPAddress("100.64.0.2"), "\(results[0].detail)")
+            #expect(!results[0].passed && results[0].detail.contains("no reply"), "\(results[0].detail)")
+            // blue_c1's echo also leaves, but the reply to 100.64.0.1 stays in the router.
+            #expect(results[1].observedSource == IPAddress("100.64.0.1"))
+            #expect(!results[1].passed && results[1].detail.contains("no reply"), "\(results[1].detail)")
+
+            try NetNamespace.run(in: fd) {
+                let listing = try Nftables().run("list chain ip nat postrouting")
+                #expect(listing.contains("counter packets 0 bytes 0 masquerade"), "the rule never matched:\n\(listing)")
+                let entries = try ConntrackSocket().dump(family: .v4)
+                let flow = entries.first { $0.original.source == IPAddress("100.64.0.2") && $0.original.destination == IPAddress("192.0.2.1") }
+                #expect(flow != nil)
+                let srcNAT: UInt32 = 1 << 4   // IPS_SRC_NAT
+                #expect((flow?.status ?? srcNAT) & srcNAT == 0, "no NAT was applied to the flow")
+                #expect(flow?.reply.destination == IPAddress("100.64.0.2"))
+            }
+        }
+    }
+}
