@@ -44,6 +44,14 @@ public final class Nftables {
     private let lib: Library
     private let ctx: OpaquePointer
 
+    /// nft_ctx_output_set_flags bits (nftables/libnftables.h).
+    public struct OutputFlags: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// `nft -a`: print each rule's and chain's handle as `# handle N`.
+        public static let handle = OutputFlags(rawValue: 1 << 3)
+    }
+
     /// Creates a context. Its netlink socket opens here, in the calling thread's network
     /// namespace: create it on a thread that has entered the target namespace.
     public init() throws {
@@ -52,6 +60,16 @@ public final class Nftables {
         ctx = c
         _ = lib.bufferOutput(ctx)
         _ = lib.bufferError(ctx)
+    }
+
+    /// A context whose listings carry extra output (`handles`: `nft -a list ...`).
+    public convenience init(output flags: OutputFlags) throws {
+        try self.init()
+        guard let p = dlsym(dlopen("libnftables.so.1", RTLD_NOW | RTLD_NOLOAD), "nft_ctx_output_set_flags") else {
+            throw Failure(description: "libnftables lacks nft_ctx_output_set_flags: nftables too old?")
+        }
+        typealias SetFlags = @convention(c) (OpaquePointer?, UInt32) -> Void
+        unsafeBitCast(p, to: SetFlags.self)(ctx, flags.rawValue)
     }
 
     deinit { lib.free(ctx) }

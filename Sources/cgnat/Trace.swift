@@ -1,0 +1,58 @@
+import ArgumentParser
+import CGNat
+import Glibc
+
+struct Trace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a command in a context and show each of its packets' path through the router (root).",
+        discussion: """
+            Example: cgnat trace blue_c2 -- ping -c1 192.0.2.1
+            Adds a temporary table `inet cgnat_trace` to every router namespace that switches nftables
+            tracing on for the command's packets (chosen by headers: the context's addresses and the
+            addresses in the command, both ways, and ICMP errors back to the context), runs the command
+            as `cgnat exec` would, and prints per packet: hook, chain, rule, verdict, devices, addresses
+            (after NAT), conntrack state, zones and NAT. The last line says whether the packet was
+            delivered or where it was dropped. The table is removed again on every path, also on Ctrl-C.
+            Exits with the command's status.
+            """)
+
+    @OptionGroup var options: LabOptions
+    @Flag(help: "One JSON object: every packet with its hops and verdict (the command's output goes to stderr).") var json = false
+    @Option(help: "How long to keep listening after the command ended, in milliseconds.") var grace: Int = 300
+    @Argument(help: "Context: uplink, blue_c1, blue_c2, red_c1, main, main:up, main:blue, main:red.") var context: String
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command: [String] = []
+
+    func run() throws {
+        let name = try options.validatedName()
+        var argv = command
+        if argv.first == "--" { argv.removeFirst() }
+        guard !argv.isEmpty else { fail("trace needs a command: cgnat trace \(context) -- CMD ARGS...") }
+        // Ctrl-C goes to the command (it shares our process group); the trace tables still come out.
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig) { s in TraceSession.forwardSignal(s) }
+        }
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+
+        var req = TraceSession.Request(lab: Lab.seed(name: name), context: context, command: argv,
+                                       launcher: [Spawn.selfPath, "exec", "--lab", name, context, "--"])
+        req.childOutput = json ? .stderr : .inherit
+        req.graceMilliseconds = Int32(max(0, min(grace, 60_000)))
+        let result: TraceSession.Result
+        do {
+            result = try TraceSession.run(req)
+        } catch {
+            fail("\(error)")
+        }
+        if json {
+            Output.line(TraceFormat.json(result.packets, command: argv, context: context, exitStatus: result.exitStatus).serialized())
+        } else {
+            Output.write(TraceFormat.text(result.packets))
+            if result.lostEvents { Output.line("warning: the kernel dropped trace events (ENOBUFS): the trace is incomplete") }
+        }
+        Output.flush()
+        if result.exitStatus != 0 { throw ExitCode(result.exitStatus) }
+    }
+}
