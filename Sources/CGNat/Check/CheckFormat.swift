@@ -3,7 +3,8 @@ public enum CheckFormat {
     public static func table(_ report: CheckRun.Report) -> String {
         let header = ["FROM", "PROBE", "EXPECTED", "RESULT", "TIME", "DETAIL"]
         let rows = report.results.map { r in
-            [r.from, r.name, r.expected, r.passed ? "ok" : "FAIL", format(r.milliseconds) + " ms", r.detail]
+            [r.from, r.name, r.expected, r.passed ? "ok" : "FAIL", format(r.milliseconds) + " ms",
+             r.detail + (r.probe.note.map { " [\($0)]" } ?? "")]
         }
         var widths = header.map(\.count)
         for row in rows { for (i, c) in row.enumerated() where i < 5 { widths[i] = max(widths[i], c.count) } }
@@ -35,6 +36,7 @@ public enum CheckFormat {
                     ("observed_source", JSON(r.observedSource?.description)),
                     ("observed_ports", .array(r.observedPorts.map { $0.map { .int(Int64($0)) } ?? .null })),
                     ("detail", .string(r.detail)),
+                    ("note", JSON(r.probe.note)),
                 ])
             })),
         ])

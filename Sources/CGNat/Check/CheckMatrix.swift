@@ -22,6 +22,10 @@ public struct CheckMatrix {
         let uplinkPublic = uplink.loopbackAddresses.first { $0.family == .v4 }?.address
         let uplinkV6 = v6(uplink)
         let nat = r.nat.publicAddress
+        // The admin-prohibited error's source differs by backend, by design.
+        let rejectSourceNote = backend == .netns
+            ? "netns: the error comes from 192.0.0.8 (RFC 7600): the router has no IPv4 address on its transfer links"
+            : "vrf: the error comes from the domain bridge's own address, the router's address in that VRF"
 
         func add(_ name: String, _ from: Host, _ dst: IPAddress, _ proto: ProbeProtocol = .icmp, bind: IPAddress? = nil,
                  target: ProbeEndpoint, iface: String?, expect: ProbeExpectation, fromEndpoint: ProbeEndpoint? = nil) throws {
@@ -65,6 +69,8 @@ public struct CheckMatrix {
                         for a in v4(o) where !r.nat.inside.contains(a) && od.routed.contains(where: { $0.contains(a) }) {
                             try add(ping(a), h, a, target: t, iface: o.interface, expect: .blocked)
                             try add("tcp \(a)", h, a, .tcp, target: t, iface: o.interface, expect: .blocked)
+                            probes[probes.count - 2].note = rejectSourceNote
+                            probes[probes.count - 1].note = rejectSourceNote
                         }
                     }
                 }

@@ -54,10 +54,12 @@ public struct Probe: Sendable {
     /// Capture interface in the target namespace (e.g. "client1"); nil: every interface.
     public var targetInterface: String?
     public var expect: ProbeExpectation
+    /// Why this row's detail legitimately differs between backends (shown with the row).
+    public var note: String?
 
     public init(name: String, from: ProbeEndpoint, bindAddress: IPAddress? = nil, sourcePort: UInt16? = nil,
                 destination: IPAddress, proto: ProbeProtocol, target: ProbeEndpoint,
-                targetInterface: String? = nil, expect: ProbeExpectation) {
+                targetInterface: String? = nil, expect: ProbeExpectation, note: String? = nil) {
         self.name = name
         self.from = from
         self.bindAddress = bindAddress
@@ -67,6 +69,7 @@ public struct Probe: Sendable {
         self.target = target
         self.targetInterface = targetInterface
         self.expect = expect
+        self.note = note
     }
 }
 
