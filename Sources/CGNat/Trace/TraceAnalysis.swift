@@ -62,7 +62,7 @@ public struct TraceConntrack: Equatable, Sendable {
         if let s = state { parts.append("ct \(s)") }
         if let d = direction { parts.append(d) }
         if originalZone != nil || replyZone != nil {
-            parts.append("zone \(originalZone.map(String.init) ?? "0")/\(replyZone.map(String.init) ?? "0")")
+            parts.append("zone orig \(originalZone.map(String.init) ?? "0") reply \(replyZone.map(String.init) ?? "0")")
         }
         if let n = nat { parts.append(n) }
         if let id { parts.append("id \(id)") }
