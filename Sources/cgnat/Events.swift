@@ -39,8 +39,7 @@ struct Events: ParsableCommand {
             sigaddset(&set, sig)
         }
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        // A reader that goes away (`| head`) ends us through EPIPE on write, not a signal.
-        signal(SIGPIPE, SIG_IGN)
+        // A reader that goes away (`| head`) ends us with SIGPIPE, as it does `conntrack -E`.
 
         let stream: EventStream
         do { stream = try EventStream.open(lab: Lab.seed(name: name), contexts: contexts) } catch { fail("\(error)") }
@@ -51,10 +50,12 @@ struct Events: ParsableCommand {
         }
         let result: EventStream.Summary
         do {
-            result = try stream.run(count: count, durationSeconds: duration) { item in
+            // Flushed after every batch the socket hands over (and before each wait), so a pipe or
+            // tmux sees each event as soon as it was read.
+            result = try stream.run(count: count, durationSeconds: duration, afterBatch: { Output.flush() }) { item in
                 switch item {
                 case .record(let r):
-                    Output.line(json ? EventFormatter.json(r, destination: destination).serialized()
+                    Output.line(json ? EventFormatter.jsonLine(r, destination: destination)
                                      : EventFormatter.text(r, destination: destination))
                 case .overrun(let t, let n):
                     Output.line(json ? EventFormatter.overrunJSON(time: t, overruns: n).serialized()
@@ -62,7 +63,6 @@ struct Events: ParsableCommand {
                 case .resync(let s):
                     Output.line(json ? EventFormatter.resyncJSON(s).serialized() : EventFormatter.resyncText(s))
                 }
-                Output.flush()
             }
         } catch {
             fail("\(error)")

@@ -163,6 +163,21 @@ import Netlink
         #expect(log.openCount == 1)
     }
 
+    @Test func fastJSONLineIsTheSameAsTheJSONValue() {
+        var records = [
+            EventFormatter.record(udp(zone: 2, mark: 2, mapped: 40291), kind: .new, now: 0, domains: domains),
+            EventFormatter.record(udp(zone: nil, mark: 0), kind: .update, now: t0, domains: domains),
+        ]
+        var d = EventFormatter.record(udp(zone: 1, mark: 1), kind: .destroy, now: t0, domains: domains)
+        d.resync = true; d.id = nil; d.insidePort = nil; d.domain = "we\"ird"
+        records.append(d)
+        for r in records {
+            for dst in [true, false] {
+                #expect(EventFormatter.jsonLine(r, destination: dst) == EventFormatter.json(r, destination: dst).serialized())
+            }
+        }
+    }
+
     @Test func isoTimeIsUTC() {
         #expect(EventFormatter.isoTime(0) == "1970-01-01T00:00:00.000000Z")
         #expect(EventFormatter.isoTime(t0) == "2025-01-02T03:04:05.123456Z")

@@ -63,10 +63,13 @@ public final class EventStream {
     deinit { close() }
 
     /// Reads events until `count` records were emitted, `durationSeconds` passed, `shouldStop`
-    /// says so, or eventStreamStopRequested is set. Items go to `emit` in order.
+    /// says so, or eventStreamStopRequested is set. Items go to `emit` in order; `afterBatch` runs
+    /// after each batch read from the socket (up to 64 events read in one call), and before the
+    /// stream waits again: flush output there.
     @discardableResult
     public func run(count: Int? = nil, durationSeconds: Double? = nil, shouldStop: () -> Bool = { false },
-                    emit: (Item) -> Void) throws -> Summary {
+                    afterBatch: () -> Void = {}, emit: (Item) -> Void) throws -> Summary {
+        let receiver = EventReceiver(fd: events.socket.fd)
         let deadline = durationSeconds.map { monotonicMilliseconds() + $0 * 1000 }
         let step = "receive conntrack events"
         var done = false
@@ -91,22 +94,26 @@ public final class EventStream {
         func resynchronise() throws {
             summary.overruns += 1
             emit(.overrun(time: EventFormatter.realtimeNow(), overruns: summary.overruns))
+            afterBatch()
             // What is still queued is older than the dump: log it first (bounded, the load may go on).
             var drained = 0
-            while drained < 100_000 && !done {
-                let batch: [NetlinkMessage]?
-                do { batch = try events.socket.receive(step: step, dontWait: true) } catch let e as NetlinkError where e.errno == ENOBUFS {
-                    summary.overruns += 1
-                    continue
+            drain: while drained < 100_000 && !done {
+                switch try receiver.receive() {
+                case .empty: break drain
+                case .overrun: summary.overruns += 1
+                case .messages(let datagrams):
+                    for batch in datagrams {
+                        drained += batch.count
+                        if process(batch) { summary.overruns += 1 }
+                    }
+                    afterBatch()
                 }
-                guard let batch else { break }
-                drained += batch.count
-                if process(batch) { summary.overruns += 1 }
             }
             let table = try dumper.dump()
             let (records, s) = log.resync(table, now: EventFormatter.realtimeNow())
             for r in records { emitRecord(r) }
             emit(.resync(s))
+            afterBatch()
         }
 
         while !done {
@@ -124,20 +131,23 @@ public final class EventStream {
                 throw NetlinkError(step: step, errno: errno)
             }
             if rc == 0 { continue }
-            // Drain what is queued, one datagram at a time, emitting as we go.
-            while !done {
-                let batch: [NetlinkMessage]?
-                do {
-                    batch = try events.socket.receive(step: step, dontWait: true)
-                } catch let e as NetlinkError where e.errno == ENOBUFS {
-                    try resynchronise()
-                    continue
+            // Drain what is queued, many datagrams per call, handing each batch on at once.
+            drain: while !done {
+                switch try receiver.receive() {
+                case .empty: break drain
+                case .overrun: try resynchronise()
+                case .messages(let datagrams):
+                    var overrun = false
+                    for batch in datagrams where !done {
+                        if process(batch) { overrun = true }
+                    }
+                    afterBatch()
+                    if overrun { try resynchronise() }
                 }
-                guard let batch else { break }
-                if process(batch) { try resynchronise() }
                 if eventStreamStopRequested != 0 { break }
             }
         }
+        afterBatch()
         return summary
     }
 }

@@ -5,22 +5,36 @@ import Netlink
 public final class MappingLog {
     /// A live conntrack entry is unique by its original tuple and zone.
     struct Key: Hashable {
-        var zone: UInt16
-        var proto: UInt8
-        var source: IPAddress
-        var destination: IPAddress
-        var sourcePort: UInt16
-        var destinationPort: UInt16
+        var zoneProtoPorts: UInt64
+        var source: (UInt64, UInt64)
+        var destination: (UInt64, UInt64)
 
         init(_ e: ConntrackEntry) {
-            zone = e.originalZone ?? e.zone ?? 0
-            proto = e.original.protocolNumber
-            source = e.original.source
-            destination = e.original.destination
-            sourcePort = e.original.icmpID ?? e.original.sourcePort ?? 0
-            destinationPort = e.original.icmpID != nil
+            let zone = UInt64(e.originalZone ?? e.zone ?? 0)
+            let sport = UInt64(e.original.icmpID ?? e.original.sourcePort ?? 0)
+            let dport = UInt64(e.original.icmpID != nil
                 ? UInt16(e.original.icmpType ?? 0) << 8 | UInt16(e.original.icmpCode ?? 0)
-                : e.original.destinationPort ?? 0
+                : e.original.destinationPort ?? 0)
+            zoneProtoPorts = zone << 48 | UInt64(e.original.protocolNumber) << 40 | UInt64(e.family.rawValue) << 32 | sport << 16 | dport
+            source = Key.pack(e.original.source)
+            destination = Key.pack(e.original.destination)
+        }
+
+        static func pack(_ a: IPAddress) -> (UInt64, UInt64) {
+            var hi: UInt64 = 0, lo: UInt64 = 0
+            for (i, b) in a.bytes.enumerated() {
+                if i < 8 { hi = hi << 8 | UInt64(b) } else { lo = lo << 8 | UInt64(b) }
+            }
+            return (hi, lo)
+        }
+
+        static func == (a: Key, b: Key) -> Bool {
+            a.zoneProtoPorts == b.zoneProtoPorts && a.source == b.source && a.destination == b.destination
+        }
+
+        func hash(into h: inout Hasher) {
+            h.combine(zoneProtoPorts); h.combine(source.0); h.combine(source.1)
+            h.combine(destination.0); h.combine(destination.1)
         }
     }
 
@@ -31,6 +45,7 @@ public final class MappingLog {
     public init(domains: DomainNames, filter: EventFilter = EventFilter()) {
         self.domains = domains
         self.filter = filter
+        open.reserveCapacity(1 << 14)
     }
 
     /// Mappings logged and not yet seen to end.
