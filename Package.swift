@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "cgnat", targets: ["cgnat"]),
         .executable(name: "cgnat-bench", targets: ["cgnat-bench"]),
+        .executable(name: "cgnat-events-bench", targets: ["cgnat-events-bench"]),
         .library(name: "CGNat", targets: ["CGNat"]),
         .library(name: "Netlink", targets: ["Netlink"]),
     ],
@@ -24,6 +25,8 @@ let package = Package(
             name: "cgnat",
             dependencies: ["CGNat", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "cgnat-bench", dependencies: ["CGNat", "Netlink"]),
+        // Benchmark of `cgnat events` against `conntrack -E` under a new-flow load.
+        .executableTarget(name: "cgnat-events-bench", dependencies: ["CGNat", "Netlink"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"]),
         .testTarget(name: "CGNatTests", dependencies: ["CGNat"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CGNat", "Netlink"]),
