@@ -6,13 +6,14 @@ struct Events: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Live conntrack events of the router: the NAT mapping log (root).",
         discussion: """
-            One line per NEW, UPDATE or DESTROY event in the router's (main) namespace, read over a native
-            ctnetlink subscription: time, subscriber domain (from the original-direction zone or ct mark;
-            `up` = the uplink or the router itself), protocol, inside address:port (original source),
-            outside address:port (reply destination, what the far side sees), destination, and whether NAT
-            changed the connection. With --json, one object per line: the mapping log a CGN keeps
+            One line per NEW, UPDATE or DESTROY event in the router's (main) namespace, read over a native \
+            ctnetlink subscription: time, subscriber domain (from the original-direction zone or ct mark; \
+            `up` = the uplink or the router itself), protocol, inside address:port (original source), \
+            outside address:port (reply destination, what the far side sees), destination, and whether NAT \
+            changed the connection. With --json, one object per line: the mapping log a CGN keeps \
             (RFC 6888, RFC 7422) with start and stop times from conntrack timestamps.
-            If the kernel drops events (ENOBUFS) the stream says so (an `overrun` line), dumps the table and
+
+            If the kernel drops events (ENOBUFS) the stream says so (an `overrun` line), dumps the table and \
             logs every current mapping not logged yet (`"resync": true`). Ctrl-C or SIGTERM ends it.
             """)
 
