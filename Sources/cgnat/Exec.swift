@@ -26,6 +26,7 @@ struct Exec: ParsableCommand {
         }
         Output.flush()
         let cargs = argv.map { strdup($0) } + [nil]
+        Spawn.resetSignals()
         execvp(argv[0], cargs)
         let err = errno
         fail("\(argv[0]): \(String(cString: strerror(err)))", code: err == ENOENT ? 127 : 126)

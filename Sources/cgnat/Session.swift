@@ -24,19 +24,27 @@ struct Shell: ParsableCommand {
             let prompt = "[\(name) \(ctx.name)] \\w \\$ "
             setenv("PS1", prompt, 1)
             if shell == "/bin/bash" {
-                // The user's bashrc first, then our prompt on top.
+                // The user's bashrc first, then our prompt on top. One file for every shell of
+                // the lab, the same bytes for all, replaced atomically: shells start in parallel.
                 let rc = "\(LabRecord.directory)/\(name).bashrc"
-                let text = "[ -f ~/.bashrc ] && . ~/.bashrc\nPS1='\(prompt)'\n"
-                let f = open(rc, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                if f >= 0 { _ = text.withCString { write(f, $0, strlen($0)) }; close(f) }
+                let text = "[ -f ~/.bashrc ] && . ~/.bashrc\nPS1='[$CGNAT_LAB $CGNAT_CONTEXT] \\w \\$ '\n"
+                let tmp = "\(rc).\(getpid())"
+                let f = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                if f >= 0 {
+                    _ = text.withCString { write(f, $0, strlen($0)) }
+                    close(f)
+                    rename(tmp, rc)
+                }
                 Output.flush()
                 let words: [String] = [shell, "--rcfile", rc, "-i"]
                 let argv = words.map { strdup($0) } + [nil]
+                Spawn.resetSignals()
                 execv(shell, argv)
             } else {
                 Output.flush()
                 let words: [String] = [shell, "-i"]
                 let argv = words.map { strdup($0) } + [nil]
+                Spawn.resetSignals()
                 execv(shell, argv)
             }
             fail("\(shell): \(String(cString: strerror(errno)))")
@@ -83,6 +91,7 @@ struct Tmux: ParsableCommand {
             }
             Output.flush()
             let argv = session.attachCommand.map { strdup($0) } + [nil]
+            Spawn.resetSignals()
             execvp("tmux", argv)
             throw UsageError("could not run tmux: \(String(cString: strerror(errno)))")
         } catch {

@@ -25,18 +25,54 @@ var cgnatBinary: String {
 
 struct Run { var status: Int32; var stdout: String; var stderr: String }
 
+/// Runs the cgnat binary and collects its output. posix_spawn and poll rather than Foundation's
+/// Process: a child that starts a daemon (tmux) must not leave the test waiting.
 func cgnat(_ args: [String]) throws -> Run {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: cgnatBinary)
-    p.arguments = args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+    guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw POSIXError(.EMFILE) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+    for fd in outPipe + errPipe { posix_spawn_file_actions_addclose(&actions, fd) }
+    let argv = ([cgnatBinary] + args).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    // As a user's shell would start it: nothing blocked (the test runner blocks some signals).
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attr, &empty)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK))
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, cgnatBinary, &actions, &attr, argv, environ)
+    close(outPipe[1]); close(errPipe[1])
+    guard rc == 0 else { close(outPipe[0]); close(errPipe[0]); throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .ENOENT) }
+    var out: [UInt8] = [], err: [UInt8] = []
+    var open = [outPipe[0], errPipe[0]]
+    var buf = [UInt8](repeating: 0, count: 65536)
+    let deadline = Date().addingTimeInterval(120)
+    while !open.isEmpty && Date() < deadline {
+        var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        _ = poll(&fds, nfds_t(fds.count), 1000)
+        for f in fds where f.revents != 0 {
+            let n = read(f.fd, &buf, buf.count)
+            if n > 0 {
+                if f.fd == outPipe[0] { out += buf[0..<n] } else { err += buf[0..<n] }
+            } else {
+                close(f.fd)
+                open.removeAll { $0 == f.fd }
+            }
+        }
+    }
+    open.forEach { close($0) }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return Run(status: code, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
 }
 
 func failures(_ report: CheckRun.Report) -> String {

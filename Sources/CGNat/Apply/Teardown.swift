@@ -38,6 +38,9 @@ public enum Teardown {
             }
         }
         VRFBinding.removeCgroups(record.cgroups)
+        // The lab's tmux server (`cgnat tmux`) runs on the host; its shells died with the
+        // namespaces, but the events window would stay.
+        if TmuxSession.serverExists(lab: lab) { TmuxSession(lab: lab, contexts: [], cgnat: "").kill() }
         LabRecord.remove(lab: lab)
         return report
     }

@@ -1,3 +1,5 @@
+import Glibc
+
 /// The lab as a tmux session, like the seed's demo: a window per context, a window for conntrack
 /// events, one for traces. A tmux server of its own (`tmux -L cgnat-LAB`), so the ctrl-a prefix
 /// and the `d` binding never touch the user's other tmux sessions.
@@ -63,7 +65,20 @@ public struct TmuxSession {
         }
     }
 
+    /// Whether the lab's tmux server socket exists (tmux puts it in $TMUX_TMPDIR or /tmp).
+    public static func serverExists(lab: String) -> Bool {
+        let dir = getenv("TMUX_TMPDIR").map { String(cString: $0) } ?? "/tmp"
+        return access("\(dir)/tmux-\(getuid())/cgnat-\(lab)", F_OK) == 0
+    }
+
     public var attachCommand: [String] { tmux(["attach-session", "-t", sessionName]) }
 
-    public func kill() { _ = try? Spawn.run(tmux(["kill-server"]), quiet: true) }
+    /// Ends the lab's tmux server and waits (up to 2 s) until it no longer answers.
+    public func kill() {
+        for _ in 0..<40 {
+            guard (try? Spawn.run(tmux(["list-sessions"]), quiet: true).status) == 0 else { return }
+            _ = try? Spawn.run(tmux(["kill-server"]), quiet: true)
+            usleep(50_000)
+        }
+    }
 }

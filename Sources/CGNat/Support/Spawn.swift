@@ -22,8 +22,19 @@ public enum Spawn {
         Output.flush()
         let cargs = argv.map { strdup($0) } + [nil]
         defer { cargs.forEach { free($0) } }
+        // Children start with no blocked signals and default handlers, whatever our parent gave
+        // us: a tmux server that inherits a blocked SIGTERM ignores its own kill-server.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t(), all = sigset_t()
+        sigemptyset(&empty)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, nil, cargs, environ)
+        let rc = posix_spawnp(&pid, argv[0], &actions, &attr, cargs, environ)
         if captureOutput { close(pipeFDs[1]) }
         guard rc == 0 else {
             if captureOutput { close(pipeFDs[0]) }
@@ -43,6 +54,14 @@ public enum Spawn {
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         return Result(status: (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f),
                       output: String(decoding: out, as: UTF8.self))
+    }
+
+    /// Unblocks every signal and restores default handlers, before exec'ing a user's command.
+    public static func resetSignals() {
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        sigprocmask(SIG_SETMASK, &empty, nil)
+        for sig in [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD] { signal(sig, SIG_DFL) }
     }
 
     /// This program's own path, for commands that run cgnat again (tmux windows).
