@@ -52,6 +52,42 @@ struct VRFBackendTests {
         #expect(record?.cgroups.count == 3)
     }
 
+    /// events and trace on the VRF backend: one router namespace, domains told apart by zone,
+    /// mark and the VRF slave devices.
+    @Test func eventsAndTraceWork() throws {
+        try withLab(testLabName("vrfet"), backend: .vrf) { lab in
+            final class Box: @unchecked Sendable { var items: [EventStream.Item] = [] }
+            let got = Box()
+            let stream = try EventStream.open(lab: lab, contexts: ["blue_c1", "red_c1"])
+            defer { stream.close() }
+            let t = OSThread { _ = try? stream.run(durationSeconds: 4) { got.items.append($0) } }
+            let report = try CheckRun.run(lab: lab)   // plenty of flows, among them the same-port pairs
+            t.join()
+            #expect(report.passed, "\(failures(report))")
+            let records = got.items.compactMap { if case .record(let r) = $0 { return r } else { return nil } }
+            let udp = records.filter { $0.kind == .new && $0.protocolNumber == 17 && $0.destination == IPAddress("192.0.2.1") }
+            let blue = udp.first { $0.domain == "blue" }, red = udp.first { $0.domain == "red" }
+            #expect(blue?.zone == 1 && red?.zone == 2, "\(udp)")
+            #expect(blue?.inside == IPAddress("100.64.0.1") && red?.inside == IPAddress("100.64.0.1"))
+            #expect(blue?.outside == IPAddress("100.64.0.1") && blue?.outsidePort != red?.outsidePort)
+
+            var req = TraceSession.Request(lab: lab, context: "blue_c2", command: ["ping", "-c1", "-W2", "192.0.2.1"])
+            req.childOutput = .discard
+            let nat = try TraceSession.run(req)
+            let text = TraceFormat.text(nat.packets)
+            #expect(nat.exitStatus == 0, "\(text)")
+            let request = nat.packets.first { $0.packet?.icmpTypeName == "echo-request" }
+            #expect(request?.hops.contains { $0.chain == "srcnat" && $0.rule?.contains("snat ip to 100.64.0.1") == true } == true, "\(text)")
+            #expect(request?.verdict.result == .delivered, "\(text)")
+
+            var cross = TraceSession.Request(lab: lab, context: "red_c1", command: ["ping", "-c1", "-W1", "192.0.2.2"])
+            cross.childOutput = .discard
+            let dropped = try TraceSession.run(cross)
+            let crossText = TraceFormat.text(dropped.packets)
+            #expect(dropped.packets.contains { $0.verdict.result == .dropped && $0.verdict.detail.contains("IPv4 between subscriber domains") }, "\(crossText)")
+        }
+    }
+
     /// The seed's own rule (masquerade matched on the VRF device `up`, no zones, no marks), on
     /// this kernel: since 5.16 NAT is skipped on the VRF-device pass, so the rule never matches,
     /// packets leave un-NATed, and replies to 100.64.0.1 are delivered locally in VRF up.

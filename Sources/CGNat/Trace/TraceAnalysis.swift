@@ -234,6 +234,43 @@ public enum TraceAnalysis {
         return packets.filter { !$0.hops.isEmpty }.map { TracedPacket(traceID: $0.id, hops: $0.hops, verdict: verdict($0.hops)) }
     }
 
+    /// On the VRF backend one packet crosses the hooks more than once, each pass with a new trace
+    /// id: PREROUTING with the slave (bridge, muplink) as input, then again with the VRF device;
+    /// POSTROUTING with the VRF device as output, then OUTPUT and POSTROUTING with the real one.
+    /// Such a second pass continues the packet whose last headers it carries.
+    public static func joinVRFPasses(_ packets: [TracedPacket], vrfDevices: Set<String>) -> [TracedPacket] {
+        guard !vrfDevices.isEmpty else { return packets }
+        func lastHeader(_ p: TracedPacket) -> PacketSummary? { p.hops.last(where: { $0.packet != nil })?.packet }
+        func sameFlow(_ a: PacketSummary?, _ b: PacketSummary?) -> Bool {
+            guard let a, let b else { return false }
+            return a.source == b.source && a.destination == b.destination && a.protocolNumber == b.protocolNumber
+                && a.sourcePort == b.sourcePort && a.destinationPort == b.destinationPort && a.icmpID == b.icmpID
+                && a.icmpType == b.icmpType
+        }
+        var out: [TracedPacket] = []
+        for p in packets {
+            let first = p.hops.first
+            let handedOver = out.lastIndex { prev in
+                guard prev.verdict.result != .dropped, let last = prev.hops.last, last.context == first?.context,
+                      sameFlow(lastHeader(prev), p.packet) else { return false }
+                // Into the VRF: the earlier pass ended in prerouting, this one enters from the VRF device.
+                let intoVRF = prev.verdict.result == .lost && last.hook == "prerouting"
+                    && first?.hook == "prerouting" && first?.input.map(vrfDevices.contains) == true
+                // Out of the VRF: the earlier pass "left" through the VRF device, this one is the real egress.
+                let outOfVRF = prev.verdict.result == .delivered && last.output.map(vrfDevices.contains) == true
+                    && (first?.hook == "output" || first?.hook == "postrouting")
+                return intoVRF || outOfVRF
+            }
+            if let i = handedOver {
+                let hops = out[i].hops + p.hops
+                out[i] = TracedPacket(traceID: out[i].traceID, hops: hops, verdict: verdict(hops))
+            } else {
+                out.append(p)
+            }
+        }
+        return out
+    }
+
     static func natText(_ e: ConntrackEntry) -> String? {
         var parts: [String] = []
         if e.reply.destination != e.original.source { parts.append("snat \(e.original.source) -> \(e.reply.destination)") }

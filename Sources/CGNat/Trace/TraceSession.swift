@@ -195,7 +195,8 @@ public enum TraceSession {
                 conntrack[id] = ev.entry
             }
         }
-        let packets = TraceAnalysis.packets(events, namespaces: infos, conntrack: conntrack)
+        let vrfs = Set(req.lab.contexts(backend: backend).compactMap(\.vrf))
+        let packets = TraceAnalysis.joinVRFPasses(TraceAnalysis.packets(events, namespaces: infos, conntrack: conntrack), vrfDevices: vrfs)
         return Result(packets: packets, events: events, namespaces: infos, conntrack: conntrack, exitStatus: status,
                       table: table, lostEvents: collector.overrun, rawMessages: raw)
     }
