@@ -37,16 +37,7 @@ public enum NetNamespace {
     /// Whether something (a namespace or a stale file) already holds the name.
     public static func exists(_ name: String) -> Bool { access(path(name), F_OK) == 0 }
 
-    public static func names() -> [String] {
-        guard let dir = opendir(runDirectory) else { return [] }
-        defer { closedir(dir) }
-        var out: [String] = []
-        while let ent = readdir(dir) {
-            let name = withUnsafeBytes(of: ent.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name != "." && name != ".." { out.append(name) }
-        }
-        return out.sorted()
-    }
+    public static func names() -> [String] { directoryEntries(runDirectory).sorted() }
 
     /// Makes /run/netns a shared mount (once per boot), so namespaces mounted there later are
     /// visible in other mount namespaces, as iproute2 does.
@@ -157,4 +148,16 @@ public func readSysctl(_ key: String) -> String? {
 /// names may not contain `/`, and a dot in one is written `/` by sysctl(8) convention; we never use dots.
 func sysctlPath(_ key: String) -> String {
     "/proc/sys/" + String(key.map { $0 == "." ? "/" : $0 })
+}
+
+/// The names in a directory, without `.` and `..`; empty if it cannot be read.
+public func directoryEntries(_ path: String) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var out: [String] = []
+    while let ent = readdir(dir) {
+        let name = withUnsafeBytes(of: ent.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if name != "." && name != ".." { out.append(name) }
+    }
+    return out
 }

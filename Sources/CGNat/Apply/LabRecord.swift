@@ -121,13 +121,6 @@ public final class LabRecord {
 
     /// Labs that have a record on this machine.
     public static func labs() -> [String] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var out: [String] = []
-        while let ent = readdir(dir) {
-            let name = withUnsafeBytes(of: ent.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name.hasSuffix(".state") { out.append(String(name.dropLast(6))) }
-        }
-        return out.sorted()
+        directoryEntries(directory).filter { $0.hasSuffix(".state") }.map { String($0.dropLast(6)) }.sorted()
     }
 }

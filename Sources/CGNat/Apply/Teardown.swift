@@ -61,12 +61,9 @@ public enum Teardown {
     }
 
     public static func processes(in namespaces: Set<NetNamespace.Identity>) -> [Int32] {
-        guard let dir = opendir("/proc") else { return [] }
-        defer { closedir(dir) }
         let me = getpid()
         var out: [Int32] = []
-        while let ent = readdir(dir) {
-            let name = withUnsafeBytes(of: ent.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        for name in directoryEntries("/proc") {
             guard let pid = Int32(name), pid != me else { continue }
             var st = stat()
             guard stat("/proc/\(pid)/ns/net", &st) == 0 else { continue }

@@ -47,41 +47,26 @@ extension Plan {
         func transfer(_ d: SubscriberDomain) -> String { "t-\(d.name)" }
         let transferUp = "t-\(r.uplink.name)"
 
-        var steps: [Step] = []
-        func create(_ ns: String, router: Bool) {
-            steps.append(.createNamespace(ns))
-            steps += baseSysctls(router: router).map { .sysctl(namespace: ns, key: $0.0, value: $0.1) }
-            if router {
-                // ICMP errors the router sends follow the mark of the packet that caused them.
-                steps.append(.sysctl(namespace: ns, key: "net.ipv4.fwmark_reflect", value: "1"))
-                steps.append(.sysctl(namespace: ns, key: "net.ipv6.fwmark_reflect", value: "1"))
-            }
-            steps.append(.setUp(namespace: ns, link: "lo"))
-        }
+        var steps = StepList()
 
         // Namespaces.
-        for h in lab.hosts where h.attachment == .uplink { create(hostNS(h), router: false) }
-        create(main, router: true)
-        for d in r.subscribers { create(domainNS(d), router: true) }
-        for h in lab.hosts where h.attachment != .uplink { create(hostNS(h), router: false) }
+        for h in lab.hosts where h.attachment == .uplink { steps.createNamespace(hostNS(h), router: false) }
+        steps.createNamespace(main, router: true)
+        for d in r.subscribers { steps.createNamespace(domainNS(d), router: true) }
+        for h in lab.hosts where h.attachment != .uplink { steps.createNamespace(hostNS(h), router: false) }
 
         // Links: veth ends are created directly in their namespaces, with ifindexes of their own.
         var up: [(String, String)] = []   // (namespace, link) to bring up
-        var nextIndex: Int32 = vethFirstIndex
-        func veth(_ ns: String, _ name: String, _ pns: String, _ peer: String) -> Step {
-            defer { nextIndex += 2 }
-            return .addVeth(namespace: ns, name: name, peerNamespace: pns, peer: peer, index: nextIndex, peerIndex: nextIndex + 1)
-        }
         for h in lab.hosts where h.attachment == .uplink {
-            steps.append(veth(hostNS(h), h.interface, main, r.uplink.interface))
+            steps.addVeth(hostNS(h), h.interface, peerNamespace: main, r.uplink.interface)
             up += [(hostNS(h), h.interface), (main, r.uplink.interface)]
         }
         for d in r.subscribers {
-            steps.append(veth(main, transfer(d), domainNS(d), transferUp))
+            steps.addVeth(main, transfer(d), peerNamespace: domainNS(d), transferUp)
             steps.append(.addBridge(namespace: domainNS(d), name: d.bridge))
             up += [(main, transfer(d)), (domainNS(d), transferUp), (domainNS(d), d.bridge)]
             for h in lab.hosts(in: d.name) {
-                steps.append(veth(domainNS(d), h.name, hostNS(h), h.interface))
+                steps.addVeth(domainNS(d), h.name, peerNamespace: hostNS(h), h.interface)
                 steps.append(.setMaster(namespace: domainNS(d), link: h.name, master: d.bridge))
                 up += [(domainNS(d), h.name), (hostNS(h), h.interface)]
             }
@@ -91,10 +76,7 @@ extension Plan {
         }
 
         // Addresses.
-        for h in lab.hosts {
-            for a in h.loopbackAddresses { steps.append(.addAddress(namespace: hostNS(h), link: "lo", address: a)) }
-            for a in h.addresses { steps.append(.addAddress(namespace: hostNS(h), link: h.interface, address: a)) }
-        }
+        steps.addHostAddresses(lab)
         for a in r.uplink.addresses { steps.append(.addAddress(namespace: main, link: r.uplink.interface, address: a)) }
         // Router interfaces that forward IPv6 get a static link-local address: the kernel makes its
         // own only when the carrier event arrives (linkwatch, up to a second later), and until then
@@ -110,11 +92,7 @@ extension Plan {
         steps += up.map { .setUp(namespace: $0.0, link: $0.1) }
 
         // Routes.
-        for h in lab.hosts {
-            for rt in h.routes {
-                steps.append(.addRoute(namespace: hostNS(h), route: PlannedRoute(rt.destination, via: rt.gateway, device: h.interface, source: rt.source)))
-            }
-        }
+        steps.addHostRoutes(lab)
         for gw in r.uplink.gateways {
             steps.append(.addRoute(namespace: main, route: PlannedRoute(defaultPrefix(gw.family), via: gw, device: r.uplink.interface)))
         }
@@ -152,7 +130,7 @@ extension Plan {
         // Start and stop times for the NAT mapping log; must be on before flows exist.
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))
 
-        return Plan(lab: lab, backend: .netns, steps: steps, contexts: lab.contexts(backend: .netns), ruleset: ruleset)
+        return Plan(lab: lab, backend: .netns, steps: steps.steps, contexts: lab.contexts(backend: .netns), ruleset: ruleset)
     }
 
     static func returnTable(_ d: SubscriberDomain) -> UInt32 { 100 + d.id }

@@ -12,32 +12,18 @@ extension Plan {
         let upTable = lab.vrfTable(r.uplink.name)!
         func table(_ d: SubscriberDomain) -> UInt32 { lab.vrfTable(d.name)! }
 
-        var steps: [Step] = []
-        func create(_ ns: String, router: Bool) {
-            steps.append(.createNamespace(ns))
-            steps += baseSysctls(router: router).map { .sysctl(namespace: ns, key: $0.0, value: $0.1) }
-            if router {
-                steps.append(.sysctl(namespace: ns, key: "net.ipv4.fwmark_reflect", value: "1"))
-                steps.append(.sysctl(namespace: ns, key: "net.ipv6.fwmark_reflect", value: "1"))
-            }
-            steps.append(.setUp(namespace: ns, link: "lo"))
-        }
-        for h in lab.hosts where h.attachment == .uplink { create(hostNS(h), router: false) }
-        create(main, router: true)
-        for h in lab.hosts where h.attachment != .uplink { create(hostNS(h), router: false) }
+        var steps = StepList()
+        for h in lab.hosts where h.attachment == .uplink { steps.createNamespace(hostNS(h), router: false) }
+        steps.createNamespace(main, router: true)
+        for h in lab.hosts where h.attachment != .uplink { steps.createNamespace(hostNS(h), router: false) }
 
         // VRFs first: the kernel adds the l3mdev rule (pref 1000) with the first one.
         steps.append(.addVRF(namespace: main, name: r.uplink.name, table: upTable))
         for d in r.subscribers { steps.append(.addVRF(namespace: main, name: d.name, table: table(d))) }
         var up: [(String, String)] = [(main, r.uplink.name)] + r.subscribers.map { (main, $0.name) }
 
-        var nextIndex: Int32 = vethFirstIndex
-        func veth(_ ns: String, _ name: String, _ pns: String, _ peer: String) -> Step {
-            defer { nextIndex += 2 }
-            return .addVeth(namespace: ns, name: name, peerNamespace: pns, peer: peer, index: nextIndex, peerIndex: nextIndex + 1)
-        }
         for h in lab.hosts where h.attachment == .uplink {
-            steps.append(veth(hostNS(h), h.interface, main, r.uplink.interface))
+            steps.addVeth(hostNS(h), h.interface, peerNamespace: main, r.uplink.interface)
             // Enslave before addresses: enslaving restarts the link and drops its global IPv6.
             steps.append(.setMaster(namespace: main, link: r.uplink.interface, master: r.uplink.name))
             up += [(hostNS(h), h.interface), (main, r.uplink.interface)]
@@ -47,16 +33,13 @@ extension Plan {
             steps.append(.setMaster(namespace: main, link: d.bridge, master: d.name))
             up.append((main, d.bridge))
             for h in lab.hosts(in: d.name) {
-                steps.append(veth(main, h.name, hostNS(h), h.interface))
+                steps.addVeth(main, h.name, peerNamespace: hostNS(h), h.interface)
                 steps.append(.setMaster(namespace: main, link: h.name, master: d.bridge))
                 up += [(main, h.name), (hostNS(h), h.interface)]
             }
         }
 
-        for h in lab.hosts {
-            for a in h.loopbackAddresses { steps.append(.addAddress(namespace: hostNS(h), link: "lo", address: a)) }
-            for a in h.addresses { steps.append(.addAddress(namespace: hostNS(h), link: h.interface, address: a)) }
-        }
+        steps.addHostAddresses(lab)
         for a in r.uplink.addresses { steps.append(.addAddress(namespace: main, link: r.uplink.interface, address: a)) }
         // Static link-locals on forwarding interfaces, as on the netns backend: the kernel's own
         // arrive only with the (possibly delayed) carrier event.
@@ -67,11 +50,7 @@ extension Plan {
         }
         steps += up.map { .setUp(namespace: $0.0, link: $0.1) }
 
-        for h in lab.hosts {
-            for rt in h.routes {
-                steps.append(.addRoute(namespace: hostNS(h), route: PlannedRoute(rt.destination, via: rt.gateway, device: h.interface, source: rt.source)))
-            }
-        }
+        steps.addHostRoutes(lab)
         // up: defaults to the uplink, each domain's routed prefixes leaked into its VRF.
         for gw in r.uplink.gateways {
             steps.append(.addRoute(namespace: main, route: PlannedRoute(defaultPrefix(gw.family), via: gw, device: r.uplink.interface, table: upTable)))
@@ -112,6 +91,6 @@ extension Plan {
             })))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))
-        return Plan(lab: lab, backend: .vrf, steps: steps, contexts: lab.contexts(backend: .vrf), ruleset: ruleset)
+        return Plan(lab: lab, backend: .vrf, steps: steps.steps, contexts: lab.contexts(backend: .vrf), ruleset: ruleset)
     }
 }
