@@ -41,6 +41,7 @@ public enum Teardown {
         // The lab's tmux server (`cgnat tmux`) runs on the host; its shells died with the
         // namespaces, but the events window would stay.
         if TmuxSession.serverExists(lab: lab) { TmuxSession(lab: lab, contexts: [], cgnat: "").kill() }
+        unlink("\(LabRecord.directory)/\(lab).bashrc")   // the prompt file of `cgnat shell`
         LabRecord.remove(lab: lab)
         return report
     }
