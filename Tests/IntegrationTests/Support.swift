@@ -4,6 +4,11 @@ import Netlink
 
 let isRoot = geteuid() == 0
 
+/// How long a probe waits for its answer. Native kernels answer in about a millisecond; under
+/// qemu's emulation (scripts/test runs the VRF suite there) everything is 20 times slower and
+/// shares the CPU, so the VM run sets CGNAT_PROBE_TIMEOUT_MS.
+let probeTimeout = Int(ProcessInfo.processInfo.environment["CGNAT_PROBE_TIMEOUT_MS"] ?? "") ?? 400
+
 /// Test labs are named cgt-*: scripts/sweep removes any a crashed run leaves.
 func testLabName(_ tag: String) -> String { "cgt-\(tag)-\(getpid() % 10000)" }
 

@@ -15,7 +15,7 @@ struct VRFBackendTests {
         #expect(up.status == 0, "\(up.stderr)")
         do {
             #expect(namespaces(withPrefix: name).sorted() == ["blue_c1", "blue_c2", "main", "red_c1", "uplink"].map { "\(name)-\($0)" })
-            let report = try CheckRun.run(lab: Lab.seed(name: name))
+            let report = try CheckRun.run(lab: Lab.seed(name: name), timeoutMilliseconds: probeTimeout)
             #expect(report.backend == .vrf)
             #expect(report.passed, "failing rows:\n\(failures(report))")
             // Row for row the same matrix as the netns backend.
@@ -60,8 +60,8 @@ struct VRFBackendTests {
             let got = Box()
             let stream = try EventStream.open(lab: lab, contexts: ["blue_c1", "red_c1"])
             defer { stream.close() }
-            let t = OSThread { _ = try? stream.run(durationSeconds: 4) { got.items.append($0) } }
-            let report = try CheckRun.run(lab: lab)   // plenty of flows, among them the same-port pairs
+            let t = OSThread { _ = try? stream.run(durationSeconds: 4 + Double(probeTimeout) / 1000) { got.items.append($0) } }
+            let report = try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout)   // plenty of flows, among them the same-port pairs
             t.join()
             #expect(report.passed, "\(failures(report))")
             let records = got.items.compactMap { if case .record(let r) = $0 { return r } else { return nil } }
@@ -124,7 +124,7 @@ struct VRFBackendTests {
                       target: uplink, targetInterface: "client1", expect: .reach(source: IPAddress("100.64.0.2"))),
                 Probe(name: "ping 192.0.2.1", from: c1, destination: IPAddress("192.0.2.1")!, proto: .icmp,
                       target: uplink, targetInterface: "client1", expect: .reach(source: IPAddress("100.64.0.1"))),
-            ], timeoutMilliseconds: 500)
+            ], timeoutMilliseconds: max(500, probeTimeout))
             // blue_c2's echo leaves un-NATed: the uplink sees 100.64.0.2; no reply comes back.
             #expect(results[0].observedSource == IPAddress("100.64.0.2"), "\(results[0].detail)")
             #expect(!results[0].passed && results[0].detail.contains("no reply"), "\(results[0].detail)")
