@@ -126,7 +126,7 @@ public final class Applier {
         case .deleteRule(let ns, let r):
             try handle(ns).route.deleteRule(Applier.rule(r))
         case .loadRuleset(let ns, let text):
-            try NetNamespace.run(in: try handle(ns).fd) { try Nftables().run(text) }
+            _ = try NetNamespace.run(in: try handle(ns).fd) { try Nftables().run(text) }
         }
         if !sysctls.isEmpty {
             try NetNamespace.run(in: try handle(step.namespace).fd) { for (k, v) in sysctls { try writeSysctl(k, v) } }
