@@ -55,3 +55,16 @@ extension Lab {
         return router.subscribers.first { $0.name == domain }.map { 10 * ($0.id + 1) }
     }
 }
+
+extension Lab {
+    /// On the VRF backend: every router device (VRF, its slaves, bridge ports) and the context of
+    /// the domain it belongs to, e.g. `br-blue` -> `main:blue`.
+    public func vrfDomainDevices() -> [String: String] {
+        let r = router
+        var map = [r.uplink.name: "\(r.name):\(r.uplink.name)", r.uplink.interface: "\(r.name):\(r.uplink.name)"]
+        for d in r.subscribers {
+            for dev in [d.name, d.bridge] + hosts(in: d.name).map(\.name) { map[dev] = "\(r.name):\(d.name)" }
+        }
+        return map
+    }
+}

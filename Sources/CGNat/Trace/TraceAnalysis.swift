@@ -271,6 +271,20 @@ public enum TraceAnalysis {
         return out
     }
 
+    /// On the VRF backend every hop happens in `main`; name the domain instead (`main:blue`),
+    /// from the device the hook is about: the input device on the way in, the output on the way out.
+    public static func labelVRFDomains(_ packets: [TracedPacket], devices: [String: String]) -> [TracedPacket] {
+        packets.map { p in
+            let hops = p.hops.map { h -> TraceHop in
+                var h = h
+                let outbound = h.hook == "output" || h.hook == "postrouting"
+                if let dev = (outbound ? h.output ?? h.input : h.input ?? h.output), let ctx = devices[dev] { h.context = ctx }
+                return h
+            }
+            return TracedPacket(traceID: p.traceID, hops: hops, verdict: verdict(hops))
+        }
+    }
+
     static func natText(_ e: ConntrackEntry) -> String? {
         var parts: [String] = []
         if e.reply.destination != e.original.source { parts.append("snat \(e.original.source) -> \(e.reply.destination)") }

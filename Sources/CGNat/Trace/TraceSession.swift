@@ -196,7 +196,8 @@ public enum TraceSession {
             }
         }
         let vrfs = Set(req.lab.contexts(backend: backend).compactMap(\.vrf))
-        let packets = TraceAnalysis.joinVRFPasses(TraceAnalysis.packets(events, namespaces: infos, conntrack: conntrack), vrfDevices: vrfs)
+        let joined = TraceAnalysis.joinVRFPasses(TraceAnalysis.packets(events, namespaces: infos, conntrack: conntrack), vrfDevices: vrfs)
+        let packets = backend == .vrf ? TraceAnalysis.labelVRFDomains(joined, devices: req.lab.vrfDomainDevices()) : joined
         return Result(packets: packets, events: events, namespaces: infos, conntrack: conntrack, exitStatus: status,
                       table: table, lostEvents: collector.overrun, rawMessages: raw)
     }
