@@ -25,6 +25,32 @@ struct LabOptions: ParsableArguments {
     }
 }
 
+/// A context and a command to run in it: `CONTEXT -- CMD ARGS...` (exec, trace).
+struct ContextCommand: ParsableArguments {
+    @Argument(help: "Context: uplink, blue_c1, blue_c2, red_c1, main, main:up, main:blue, main:red.") var context: String
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command: [String] = []
+
+    /// The command's argv, or a one-line error naming what is missing.
+    func argv(verb: String) -> [String] {
+        var argv = command
+        if argv.first == "--" { argv.removeFirst() }
+        guard !argv.isEmpty else { fail("\(verb) needs a command: cgnat \(verb) \(context) -- CMD ARGS...") }
+        return argv
+    }
+}
+
+/// Routes SIGINT/SIGTERM/SIGHUP to `handler`, unblocked even if our parent started us with
+/// them blocked (they would otherwise only land after the work is done).
+func handleInterrupts(_ handler: @convention(c) (Int32) -> Void) {
+    var set = sigset_t()
+    sigemptyset(&set)
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        signal(sig, handler)
+        sigaddset(&set, sig)
+    }
+    pthread_sigmask(SIG_UNBLOCK, &set, nil)
+}
+
 extension Backend: ExpressibleByArgument {}
 extension BackendChoice: ExpressibleByArgument {}
 

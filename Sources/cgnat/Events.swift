@@ -33,13 +33,7 @@ struct Events: ParsableCommand {
 
     func run() throws {
         let name = try options.validatedName()
-        var set = sigset_t()
-        sigemptyset(&set)
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
-            signal(sig) { _ in eventStreamStopRequested = 1 }
-            sigaddset(&set, sig)
-        }
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        handleInterrupts { _ in eventStreamStopRequested = 1 }
         // A reader that goes away (`| head`) ends us with SIGPIPE, as it does `conntrack -E`.
 
         let stream: EventStream

@@ -9,17 +9,14 @@ struct Exec: ParsableCommand {
         discussion: "Example: cgnat exec blue_c2 -- ping -I 192.0.2.2 192.0.2.1")
 
     @OptionGroup var options: LabOptions
-    @Argument(help: "Context: uplink, blue_c1, blue_c2, red_c1, main, main:up, main:blue, main:red.") var context: String
-    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command: [String] = []
+    @OptionGroup var target: ContextCommand
 
     func run() throws {
         let name = try options.validatedName()
-        var argv = command
-        if argv.first == "--" { argv.removeFirst() }
-        guard !argv.isEmpty else { fail("exec needs a command: cgnat exec \(context) -- CMD ARGS...") }
+        let argv = target.argv(verb: "exec")
         do {
             try LabControl.requireRoot("cgnat exec")
-            let (ctx, fd) = try LabControl.open(context: context, lab: Lab.seed(name: name))
+            let (ctx, fd) = try LabControl.open(context: target.context, lab: Lab.seed(name: name))
             try ContextEntry.enter(ctx, namespaceFD: fd, lab: name)
         } catch {
             fail("\(error)")

@@ -19,22 +19,14 @@ struct Trace: ParsableCommand {
     @OptionGroup var options: LabOptions
     @Flag(help: "One JSON object: every packet with its hops and verdict (the command's output goes to stderr).") var json = false
     @Option(help: "How long to keep listening after the command ended, in milliseconds.") var grace: Int = 300
-    @Argument(help: "Context: uplink, blue_c1, blue_c2, red_c1, main, main:up, main:blue, main:red.") var context: String
-    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command: [String] = []
+    @OptionGroup var target: ContextCommand
 
     func run() throws {
         let name = try options.validatedName()
-        var argv = command
-        if argv.first == "--" { argv.removeFirst() }
-        guard !argv.isEmpty else { fail("trace needs a command: cgnat trace \(context) -- CMD ARGS...") }
+        let argv = target.argv(verb: "trace")
+        let context = target.context
         // Ctrl-C goes to the command (it shares our process group); the trace tables still come out.
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
-            signal(sig) { s in TraceSession.forwardSignal(s) }
-        }
-        var set = sigset_t()
-        sigemptyset(&set)
-        for sig in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, sig) }
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        handleInterrupts { s in TraceSession.forwardSignal(s) }
 
         var req = TraceSession.Request(lab: Lab.seed(name: name), context: context, command: argv,
                                        launcher: [Spawn.selfPath, "exec", "--lab", name, context, "--"])

@@ -18,13 +18,7 @@ struct Up: ParsableCommand {
         let name = try options.validatedName()
         // Interrupts roll back like any other failure. Unblock them too: a parent may have
         // started us with them blocked, and then they would only land after `up` finished.
-        var set = sigset_t()
-        sigemptyset(&set)
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
-            signal(sig) { _ in interruptRequested = 1 }
-            sigaddset(&set, sig)
-        }
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        handleInterrupts { _ in interruptRequested = 1 }
         do {
             try LabControl.requireRoot("cgnat up")
             let (chosen, why) = try backend.resolve()
