@@ -159,7 +159,8 @@ public final class ConntrackSocket {
     }
 
     /// Waits up to `timeoutMilliseconds` (-1 = forever, 0 = just look) for events, then returns all
-    /// that are queued. Throws ConntrackOverrun when the kernel reports lost events (ENOBUFS).
+    /// that are queued. Throws ConntrackOverrun when the kernel reports lost events (ENOBUFS); it
+    /// carries the events read before that, which are still valid.
     public func receiveEvents(timeoutMilliseconds: Int32) throws -> [ConntrackEvent] {
         let step = "receive conntrack events"
         var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
@@ -175,11 +176,11 @@ public final class ConntrackSocket {
             do {
                 batch = try socket.receive(step: step, dontWait: true)
             } catch let e as NetlinkError where e.errno == ENOBUFS {
-                throw ConntrackOverrun(step: step)
+                throw ConntrackOverrun(step: step, received: out)
             }
             guard let messages = batch else { break }
             for m in messages {
-                if m.type == NL.NLMSG_OVERRUN { throw ConntrackOverrun(step: step) }
+                if m.type == NL.NLMSG_OVERRUN { throw ConntrackOverrun(step: step, received: out) }
                 if let ev = ConntrackMessage.decodeEvent(m) { out.append(ev) }
             }
         }

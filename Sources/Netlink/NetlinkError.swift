@@ -31,6 +31,8 @@ public struct NetlinkError: Error, CustomStringConvertible, Sendable, Equatable 
 /// unknown: report it and resynchronise by dumping the table.
 public struct ConntrackOverrun: Error, CustomStringConvertible, Sendable {
     public let step: String
-    public init(step: String) { self.step = step }
+    /// Events that were read before the kernel reported the loss: still valid, log them first.
+    public let received: [ConntrackEvent]
+    public init(step: String, received: [ConntrackEvent] = []) { self.step = step; self.received = received }
     public var description: String { "\(step): conntrack events were lost (receive buffer overrun, ENOBUFS); dump the table to resynchronise" }
 }
