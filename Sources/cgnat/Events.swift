@@ -24,6 +24,8 @@ struct Events: ParsableCommand {
     @Flag(help: "Leave the destination out of the log (RFC 6888 REQ-12 lets a CGN omit it).") var noDestination = false
     @Option(help: "End after this many events.") var count: Int?
     @Option(help: "End after this many seconds.") var duration: Double?
+    @Flag(inversion: .prefixedNo, help: "Log the mappings that already exist when events starts (from a table dump, marked resync), so that none is missing from the log.")
+    var existing = true
     @Flag(help: .hidden) var summary = false
 
     func validate() throws {
@@ -47,7 +49,7 @@ struct Events: ParsableCommand {
         do {
             // Flushed after every batch the socket hands over (and before each wait), so a pipe or
             // tmux sees each event as soon as it was read.
-            result = try stream.run(count: count, durationSeconds: duration, afterBatch: { Output.flush() }) { item in
+            result = try stream.run(count: count, durationSeconds: duration, existing: existing, afterBatch: { Output.flush() }) { item in
                 switch item {
                 case .record(let r):
                     Output.line(json ? EventFormatter.jsonLine(r, destination: destination)

@@ -77,6 +77,22 @@ struct EventsTests {
         }
     }
 
+    /// A logger started after flows exist still logs them (from a dump), unless told not to.
+    @Test func mappingsThatExistAtStartAreLogged() throws {
+        try withLab(testLabName("evx")) { lab in
+            let port = freshPort()
+            try sendUDP(lab: lab, from: "red_c1", port: port)
+            let r = try cgnat(["events", "--lab", lab.name, "--json", "--duration", "0.3"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let lines = r.stdout.split(separator: "\n").map(String.init)
+            #expect(lines.contains { $0.contains("\"domain\":\"red\"") && $0.contains("\"inside_port\":\(port)") && $0.contains("\"resync\":true") },
+                    "\(r.stdout)")
+            #expect(lines.last?.contains("\"event\":\"resync\"") == true)
+            let none = try cgnat(["events", "--lab", lab.name, "--json", "--duration", "0.3", "--no-existing"])
+            #expect(!none.stdout.contains("\"inside_port\":\(port)"), "\(none.stdout)")
+        }
+    }
+
     @Test func droppedEventsAreReportedAndEveryMappingIsLoggedByResync() throws {
         try withLab(testLabName("evo")) { lab in
             // A tiny buffer, and nobody reading while 1500 flows start: the kernel must drop events.

@@ -19,7 +19,7 @@ struct VRFBackendTests {
             #expect(report.backend == .vrf)
             #expect(report.passed, "failing rows:\n\(failures(report))")
             // Row for row the same matrix as the netns backend.
-            let netnsRows = try CheckMatrix(lab: Lab.seed(name: name), backend: .netns,
+            let netnsRows = CheckMatrix(lab: Lab.seed(name: name), backend: .netns,
                                             endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 1 })
             #expect(report.results.map(\.name) == netnsRows.probes.map(\.name) + netnsRows.pairs.map(\.name))
 

@@ -67,7 +67,11 @@ public final class EventStream {
     /// after each batch read from the socket (up to 64 events read in one call), and before the
     /// stream waits again: flush output there.
     @discardableResult
-    public func run(count: Int? = nil, durationSeconds: Double? = nil, shouldStop: () -> Bool = { false },
+    /// With `existing`, the mappings that exist when the stream starts are logged first, from a
+    /// table dump taken after the event subscription (so nothing falls between the two); they are
+    /// marked `resync` like any record that came from a dump.
+    public func run(count: Int? = nil, durationSeconds: Double? = nil, existing: Bool = false,
+                    shouldStop: () -> Bool = { false },
                     afterBatch: () -> Void = {}, emit: (Item) -> Void) throws -> Summary {
         let receiver = EventReceiver(fd: events.socket.fd)
         let deadline = durationSeconds.map { monotonicMilliseconds() + $0 * 1000 }
@@ -113,6 +117,13 @@ public final class EventStream {
             let (records, s) = log.resync(table, now: EventFormatter.realtimeNow())
             for r in records { emitRecord(r) }
             emit(.resync(s))
+            afterBatch()
+        }
+
+        if existing {
+            let (records, s) = log.resync(try dumper.dump(), now: EventFormatter.realtimeNow())
+            for r in records { emitRecord(r) }
+            if !records.isEmpty { emit(.resync(s)) }   // an empty table at start is nothing to report
             afterBatch()
         }
 
