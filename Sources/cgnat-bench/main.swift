@@ -33,11 +33,11 @@ let lab = "cgbench"
 let devnull = "/dev/null"
 
 /// Runs a program with stdout/stderr discarded; returns (exit status, milliseconds).
-func spawn(_ argv: [String]) -> (Int32, Double) {
+func spawn(_ argv: [String], stdout: String = devnull) -> (Int32, Double) {
     var pid: pid_t = 0
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
-    posix_spawn_file_actions_addopen(&actions, 1, devnull, O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     posix_spawn_file_actions_addopen(&actions, 2, devnull, O_WRONLY, 0)
     let cargs = argv.map { strdup($0) } + [nil]
     defer { cargs.forEach { free($0) }; posix_spawn_file_actions_destroy(&actions) }
@@ -106,8 +106,21 @@ _ = must(spawn([binary, "up", "--lab", lab, "--backend", backend]), "cgnat up")
 var checks: [Double] = []
 var checkFailed = 0
 for _ in 0..<max(3, runs / 2) {
-    let r = spawn([binary, "check", "--lab", lab])
-    if r.0 != 0 { checkFailed += 1 }
+    let table = "/tmp/cgnat-bench-check.\(getpid()).txt"
+    let r = spawn([binary, "check", "--lab", lab], stdout: table)
+    if r.0 != 0 {
+        // Say which rows failed: a benchmark must not hide a broken run.
+        checkFailed += 1
+        if let f = fopen(table, "r") {
+            var line = [CChar](repeating: 0, count: 4096)
+            while fgets(&line, Int32(line.count), f) != nil {
+                let text = String(cString: line)
+                if text.contains(" FAIL ") { fputs("cgnat-bench: check row failed: \(text)", stderr) }
+            }
+            fclose(f)
+        }
+    }
+    unlink(table)
     checks.append(r.1)
 }
 _ = must(spawn([binary, "down", "--lab", lab]), "cgnat down")

@@ -101,7 +101,7 @@ import Netlink
     }
 
     @Test func natMatchesTheRealUplinkDeviceOnce() {
-        #expect(text.contains("oifname \"muplink\" ct mark { 1, 2 } ip saddr 100.64.0.0/10 counter snat ip to 100.64.0.1"))
+        #expect(text.contains("oifname \"muplink\" ct mark { 1, 2 } ip saddr 100.64.0.0/10 counter snat ip to 100.64.0.1 fully-random"))
         #expect(text.components("snat") == 1)
         #expect(!text.contains("masquerade"))
     }

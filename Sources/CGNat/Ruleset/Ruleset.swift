@@ -100,7 +100,9 @@ public struct Ruleset: Equatable, Sendable {
             \tchain srcnat {
             \t\ttype nat hook postrouting priority srcnat; policy accept;
             \t\t# Match the real egress device: on VRFs the first POSTROUTING pass sees the VRF device.
-            \t\toifname \(quote(devices.uplinkEgress)) ct mark { \(marks) } ip saddr \(nat.inside) counter snat ip to \(nat.publicAddress) comment "CGN"
+            \t\t# fully-random: two subscribers' new flows on two CPUs would otherwise both keep their
+            \t\t# (equal) source port, and the second to be confirmed is dropped (insert_failed).
+            \t\toifname \(quote(devices.uplinkEgress)) ct mark { \(marks) } ip saddr \(nat.inside) counter snat ip to \(nat.publicAddress) fully-random comment "CGN"
             \t}
             """)
         lines.append("}")
