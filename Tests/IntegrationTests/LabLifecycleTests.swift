@@ -165,6 +165,30 @@ struct LabLifecycleTests {
         #expect(namespaces(withPrefix: name).isEmpty)
     }
 
+    /// The upstream's probe routes live only for a check, also when an earlier check was killed
+    /// before it could remove them.
+    @Test func checkLeavesNoProbeRoute() throws {
+        try withLab(testLabName("route")) { lab in
+            let fd = try NetNamespace.open(lab.namespaceName("uplink"))
+            defer { close(fd) }
+            func probeRoutes() throws -> [Route] {
+                try NetNamespace.run(in: fd) {
+                    try RouteSocket().routes(family: .v4).filter { $0.destination == IPPrefix("100.64.0.2/32") }
+                }
+            }
+            // What a killed check leaves behind.
+            try NetNamespace.run(in: fd) {
+                let sock = try RouteSocket()
+                try sock.addRoute(Route(family: .v4, destination: IPPrefix("100.64.0.2/32")!, gateway: IPAddress("100.64.0.1"),
+                                        outputInterface: try sock.linkIndex("client1"), preferredSource: IPAddress("192.0.2.1"), table: 254))
+            }
+            #expect(try probeRoutes().count == 1)
+            let report = try CheckRun.run(lab: lab)
+            #expect(report.passed, "\(failures(report))")
+            #expect(try probeRoutes().isEmpty)
+        }
+    }
+
     @Test func twoLabsCoexistAndBothPass() throws {
         let a = testLabName("a"), b = testLabName("b")
         try withLab(a) { labA in

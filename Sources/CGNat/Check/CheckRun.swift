@@ -46,10 +46,11 @@ public enum CheckRun {
                                   preferredSource: pr.source, table: pr.table)
                 do {
                     try sock.addRoute(route)
-                    added.append(route)
                 } catch let e as NetlinkError where e.errno == EEXIST {
-                    continue   // someone else's (another check running): leave it to them
+                    // Left by a check that was killed before it could clean up (or one running
+                    // now): take it over, so that the lab does not keep it.
                 }
+                added.append(route)
             }
         }
         defer {
