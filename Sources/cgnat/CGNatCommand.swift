@@ -8,8 +8,8 @@ struct CGNatCommand: ParsableCommand {
         commandName: "cgnat",
         abstract: "Build, verify and explain a carrier-grade NAT router in network namespaces of its own.",
         discussion: """
-            Contexts (the names `exec`, `status` and `check` use): uplink, blue_c1, blue_c2, red_c1 (hosts),
-            main (the router), main:up, main:blue, main:red (its routing domains). Each lab lives in
+            Contexts (the names `exec`, `status` and `check` use): uplink, blue_c1, blue_c2, red_c1 (hosts), \
+            main (the router), main:up, main:blue, main:red (its routing domains). Each lab lives in \
             namespaces named <lab>-<part>; `cgnat status` shows which namespace is behind each context.
             """,
         subcommands: [Up.self, Down.self, Status.self, Check.self, Exec.self, Shell.self, Tmux.self, Events.self, Render.self, Trace.self])

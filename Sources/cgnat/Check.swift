@@ -6,9 +6,9 @@ struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Prove every path of the lab: all probes run at once, one row each (root).",
         discussion: """
-            Rows: every example ping of the seed from every client where it applies; NAT seen from the far
-            side (100.64.0.1 upstream; real IPv6 sources); blue_c1 and red_c1 sharing 100.64.0.1 and one
-            source port, mapped to distinct ports; negative rows that look for the packet at the target.
+            Rows: every example ping of the seed from every client where it applies; NAT seen from the far \
+            side (100.64.0.1 upstream; real IPv6 sources); blue_c1 and red_c1 sharing 100.64.0.1 and one \
+            source port, mapped to distinct ports; negative rows that look for the packet at the target. \
             Exits 1 if any row fails.
             """)
 

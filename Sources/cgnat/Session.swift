@@ -58,8 +58,8 @@ struct Tmux: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Open (or re-attach to) a tmux session with a shell per context, events and traces (root).",
         discussion: """
-            Brings the lab up first if it is not. Prefix ctrl-a; ctrl-a d asks whether to destroy the lab
-            (yes: the session ends and the lab goes down); ctrl-a D detaches. The session runs on a tmux
+            Brings the lab up first if it is not. Prefix ctrl-a; ctrl-a d asks whether to destroy the lab \
+            (yes: the session ends and the lab goes down); ctrl-a D detaches. The session runs on a tmux \
             server of its own: tmux -L cgnat-LAB attach.
             """)
 

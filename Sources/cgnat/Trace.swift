@@ -7,12 +7,12 @@ struct Trace: ParsableCommand {
         abstract: "Run a command in a context and show each of its packets' path through the router (root).",
         discussion: """
             Example: cgnat trace blue_c2 -- ping -c1 192.0.2.1
-            Adds a temporary table `inet cgnat_trace` to every router namespace that switches nftables
-            tracing on for the command's packets (chosen by headers: the context's addresses and the
-            addresses in the command, both ways, and ICMP errors back to the context), runs the command
-            as `cgnat exec` would, and prints per packet: hook, chain, rule, verdict, devices, addresses
-            (after NAT), conntrack state, zones and NAT. The last line says whether the packet was
-            delivered or where it was dropped. The table is removed again on every path, also on Ctrl-C.
+            Adds a temporary table `inet cgnat_trace` to every router namespace that switches nftables \
+            tracing on for the command's packets (chosen by headers: the context's addresses and the \
+            addresses in the command, both ways, and ICMP errors back to the context), runs the command \
+            as `cgnat exec` would, and prints per packet: hook, chain, rule, verdict, devices, addresses \
+            (after NAT), conntrack state, zones and NAT. The last line says whether the packet was \
+            delivered or where it was dropped. The table is removed again on every path, also on Ctrl-C. \
             Exits with the command's status.
             """)
 
