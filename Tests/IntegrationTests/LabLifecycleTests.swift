@@ -189,6 +189,34 @@ struct LabLifecycleTests {
         }
     }
 
+    /// `render` is the exact equivalent of `up`: the shell script, run with ip/sysctl/nft, builds
+    /// a lab that passes the same check.
+    @Test func renderedScriptBuildsAnEquivalentLab() throws {
+        let name = testLabName("render")
+        let plan = Plan.netns(Lab.seed(name: name))
+        let script = ShellRenderer.render(plan)
+        let path = "/tmp/\(name).sh"
+        try script.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        // Adopt the namespaces the script makes into a record, so check and down can use them.
+        let record = try LabRecord.begin(lab: name, backend: .netns)
+        defer { _ = try? Teardown.down(lab: name) }
+        let sh = Process()
+        sh.executableURL = URL(fileURLWithPath: "/bin/sh")
+        sh.arguments = [path]
+        sh.standardOutput = FileHandle.nullDevice
+        try sh.run()
+        sh.waitUntilExit()
+        for ns in plan.namespaces {
+            if let id = NetNamespace.identity(of: ns) { try record.append("ns \(ns) \(id.device):\(id.inode)") }
+        }
+        #expect(sh.terminationStatus == 0, "the rendered script failed")
+        try record.append("complete")
+        let report = try CheckRun.run(lab: Lab.seed(name: name))
+        #expect(report.passed, "\(failures(report))")
+        #expect(report.results.count == CheckMatrix.rowCount(Lab.seed(name: name)))
+    }
+
     @Test func twoLabsCoexistAndBothPass() throws {
         let a = testLabName("a"), b = testLabName("b")
         try withLab(a) { labA in

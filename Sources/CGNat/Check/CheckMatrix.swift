@@ -151,3 +151,11 @@ public struct CheckMatrix {
         }
     }
 }
+
+extension CheckMatrix {
+    /// How many rows the matrix of a lab has (probes plus same-port pairs), without opening anything.
+    public static func rowCount(_ lab: Lab, backend: Backend = .netns) -> Int {
+        let m = CheckMatrix(lab: lab, backend: backend, endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 1 })
+        return m.probes.count + m.pairs.count
+    }
+}
