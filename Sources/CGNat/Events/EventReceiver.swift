@@ -59,11 +59,8 @@ final class EventReceiver {
         while true {
             let n = recvmmsg(fd, headers, UInt32(Self.slots), Int32(MSG_DONTWAIT), nil)
             if n < 0 {
-                let e = errno
-                if e == EINTR { continue }
-                if e == EAGAIN || e == EWOULDBLOCK { return .empty }
-                if e == ENOBUFS { return .overrun }
-                throw NetlinkError(step: "receive conntrack events", errno: e)
+                guard let o = try Self.outcome(ofError: errno) else { continue }
+                return o
             }
             if n == 0 { return .empty }
             var out: [[NetlinkMessage]] = []
@@ -80,16 +77,22 @@ final class EventReceiver {
         }
     }
 
+    /// What a failed receive means: nil to retry (EINTR), nothing queued, events lost (ENOBUFS),
+    /// or a real error.
+    private static func outcome(ofError e: Int32) throws -> Outcome? {
+        if e == EINTR { return nil }
+        if e == EAGAIN || e == EWOULDBLOCK { return .empty }
+        if e == ENOBUFS { return .overrun }
+        throw NetlinkError(step: "receive conntrack events", errno: e)
+    }
+
     /// Without recvmmsg: one datagram per call, into the first slot.
     private func receiveOne() throws -> Outcome {
         while true {
             let n = recv(fd, buffer, Self.slotSize, Int32(MSG_DONTWAIT))
             if n < 0 {
-                let e = errno
-                if e == EINTR { continue }
-                if e == EAGAIN || e == EWOULDBLOCK { return .empty }
-                if e == ENOBUFS { return .overrun }
-                throw NetlinkError(step: "receive conntrack events", errno: e)
+                guard let o = try Self.outcome(ofError: errno) else { continue }
+                return o
             }
             return .messages([try NetlinkMessage.parse(Array(UnsafeRawBufferPointer(start: buffer, count: n)))])
         }
