@@ -177,3 +177,36 @@ import Netlink
 extension String {
     func components(_ needle: String) -> Int { split(separator: needle, omittingEmptySubsequences: false).count - 1 }
 }
+
+@Suite struct LabValidationTests {
+    func error(_ change: (inout Lab) -> Void) -> String? {
+        var lab = Lab.seed()
+        change(&lab)
+        do { try lab.validate(); return nil } catch { return "\(error)" }
+    }
+
+    @Test func theSeedIsValid() throws {
+        try Lab.seed().validate()
+        try Lab.seed(name: "x-1").validate()
+    }
+
+    @Test func mistakesAreNamed() {
+        #expect(error { $0.router.subscribers[1].id = 1 }?.contains("two domains share id 1") == true)
+        #expect(error { $0.router.subscribers[0].id = 0 }?.contains("domain 'blue' has id 0") == true)
+        #expect(error { $0.router.subscribers[1].name = "blue" }?.contains("domain 'blue' is defined twice") == true)
+        #expect(error { $0.hosts[1].name = "blue_c2" }?.contains("'blue_c2' names two contexts") == true)
+        #expect(error { $0.hosts[1].attachment = .domain("green") }?.contains("attaches to domain 'green', which does not exist") == true)
+        #expect(error { $0.router.subscribers[0].bridge = "a-very-long-bridge-name" }?.contains("1-15 characters") == true)
+        #expect(error { $0.hosts[2].name = "blue:c2" }?.contains("must not contain ':'") == true)
+        #expect(error { $0.router.nat.publicAddress = IPAddress("198.51.100.1")! }?.contains("must be one of the uplink's addresses") == true)
+        #expect(error { $0.hosts[0].routes.append(HostRoute(IPPrefix("10.0.0.0/8")!, via: IPAddress("203.0.113.1")!)) }?
+            .contains("via 203.0.113.1, which is on none of its subnets") == true)
+        #expect(error { $0.hosts.removeFirst() }?.contains("exactly one host attached to the uplink") == true)
+    }
+
+    @Test func plansRefuseInvalidLabs() {
+        var lab = Lab.seed()
+        lab.router.subscribers[1].id = 1
+        #expect(throws: UsageError.self) { try Planner.plan(lab, backend: .netns) }
+    }
+}

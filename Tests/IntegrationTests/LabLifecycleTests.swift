@@ -89,16 +89,18 @@ struct LabLifecycleTests {
     }
 
     @Test func kernelErrorNamesTheStepAndRollsBack() throws {
-        // A route via a gateway that no link reaches: the kernel refuses it with its own message.
+        // A valid-looking model whose route has a source address the host does not own: only the
+        // kernel can tell, and it says so in its extended ACK.
         var lab = Lab.seed(name: testLabName("kerr"))
-        lab.hosts[0].routes.append(HostRoute(IPPrefix("198.51.100.0/24")!, via: IPAddress("203.0.113.1")!))
+        lab.hosts[0].routes.append(HostRoute(IPPrefix("198.51.100.0/24")!, via: IPAddress("100.64.0.1")!, source: IPAddress("203.0.113.9")))
         do {
             _ = try LabControl.up(lab, backend: .netns)
             Issue.record("up should have failed")
             _ = try? Teardown.down(lab: lab.name)
         } catch let e as LabControl.RolledBack {
             let text = "\(e)"
-            #expect(text.contains("add route 198.51.100.0/24 via 203.0.113.1"), "\(text)")
+            #expect(text.contains("add route 198.51.100.0/24 via 100.64.0.1 dev client1 src 203.0.113.9"), "\(text)")
+            #expect(text.contains("Invalid prefsrc address"), "the kernel's own words: \(text)")
             #expect(text.contains("rolled back (removed 7 namespaces)"), "\(text)")
         }
         #expect(namespaces(withPrefix: lab.name).isEmpty)

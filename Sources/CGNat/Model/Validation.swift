@@ -18,6 +18,7 @@ public enum LabName {
 
 public enum Planner {
     public static func plan(_ lab: Lab, backend: Backend) throws -> Plan {
+        try lab.validate()
         switch backend {
         case .netns: return Plan.netns(lab)
         case .vrf: return Plan.vrf(lab)
