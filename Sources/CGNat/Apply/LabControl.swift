@@ -67,25 +67,29 @@ public enum LabControl {
 
     /// The backend a lab that is up was built with, or a clear error if it is not up.
     public static func runningBackend(lab: String) throws -> Backend {
+        try runningRecord(lab: lab).backend
+    }
+
+    /// The record of a lab that is completely up, with its backend, or a clear error.
+    static func runningRecord(lab: String) throws -> (record: LabRecord.Contents, backend: Backend) {
         guard let record = LabRecord.load(lab: lab) else {
             throw UsageError("lab '\(lab)' is not up: run `cgnat up --lab \(lab)` first")
         }
         guard record.complete, let backend = record.backend else {
             throw UsageError("lab '\(lab)' is half-built (an `up` crashed or is still running): run `cgnat down --lab \(lab)`")
         }
-        return backend
+        return (record, backend)
     }
 
     /// Resolves a context of a lab that is up, with an open fd on its namespace, after checking
     /// that the namespace is still the one the lab created.
     public static func open(context name: String, lab: Lab) throws -> (Context, Int32) {
-        let backend = try runningBackend(lab: lab.name)
+        let (record, backend) = try runningRecord(lab: lab.name)
         guard let ctx = lab.context(named: name, backend: backend) else {
             let known = lab.contexts(backend: backend).map(\.name).joined(separator: ", ")
             throw UsageError("unknown context '\(name)': the contexts of lab '\(lab.name)' are \(known)")
         }
-        let record = LabRecord.load(lab: lab.name)
-        guard let id = record?.namespaces.first(where: { $0.name == ctx.namespace })?.identity,
+        guard let id = record.namespaces.first(where: { $0.name == ctx.namespace })?.identity,
               NetNamespace.identity(of: ctx.namespace) == id else {
             throw UsageError("namespace \(ctx.namespace) of context '\(name)' is gone or was replaced: run `cgnat down --lab \(lab.name)` and `cgnat up` again")
         }
