@@ -96,7 +96,7 @@ public final class Applier {
             if let e = sysctlError { throw e }
             return
         case .sysctl(let ns, _, _):
-            try NetNamespace.run(in: try handle(ns).fd) { for (k, v) in sysctls { try writeSysctl(k, v) } }
+            try writeSysctls(sysctls, in: ns)
             return
         case .addVeth(let ns, let name, let pns, let peer, let index, let peerIndex):
             try handle(ns).route.addVeth(name: name, peerName: peer, peerNamespaceFD: try handle(pns).fd,
@@ -129,8 +129,13 @@ public final class Applier {
             _ = try NetNamespace.run(in: try handle(ns).fd) { try Nftables().run(text) }
         }
         if !sysctls.isEmpty {
-            try NetNamespace.run(in: try handle(step.namespace).fd) { for (k, v) in sysctls { try writeSysctl(k, v) } }
+            try writeSysctls(sysctls, in: step.namespace)
         }
+    }
+
+    /// A batch of sysctls, written on one thread inside the namespace.
+    private func writeSysctls(_ sysctls: [(String, String)], in ns: String) throws {
+        try NetNamespace.run(in: try handle(ns).fd) { for (k, v) in sysctls { try writeSysctl(k, v) } }
     }
 
     static func rule(_ r: PlannedRule) -> Rule {
