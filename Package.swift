@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "cgnat-bench", targets: ["cgnat-bench"]),
         .executable(name: "cgnat-events-bench", targets: ["cgnat-events-bench"]),
         .library(name: "CGNat", targets: ["CGNat"]),
+        .library(name: "CGNatCore", targets: ["CGNatCore"]),
         .library(name: "Netlink", targets: ["Netlink"]),
     ],
     dependencies: [
@@ -18,9 +19,14 @@ let package = Package(
         // Linux uapi headers (netlink, rtnetlink, nfnetlink, ...) and a few macros as inline functions.
         .target(name: "CNetlinkShim"),
         // Netlink sockets, codec, rtnetlink and ctnetlink messages, named network namespaces.
-        .target(name: "Netlink", dependencies: ["CNetlinkShim"]),
-        // The lab: model, plan, ruleset, apply, check, status.
-        .target(name: "CGNat", dependencies: ["Netlink", "CNetlinkShim"]),
+        // IPv4/IPv6 addresses and prefixes: pure values, shared by the core and the netlink layer.
+        .target(name: "NetAddress"),
+        .target(name: "Netlink", dependencies: ["CNetlinkShim", "NetAddress"]),
+        // The pure core: model, plans, ruleset, render, check matrix, formatters. No root, no
+        // syscalls beyond memory: everything here is tested without root.
+        .target(name: "CGNatCore", dependencies: ["NetAddress"]),
+        // The runtime on top of the core: apply, probe, events, trace, sessions, status.
+        .target(name: "CGNat", dependencies: ["CGNatCore", "Netlink", "CNetlinkShim"]),
         .executableTarget(
             name: "cgnat",
             dependencies: ["CGNat", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -28,7 +34,7 @@ let package = Package(
         // Benchmark of `cgnat events` against `conntrack -E` under a new-flow load.
         .executableTarget(name: "cgnat-events-bench", dependencies: ["CGNat", "Netlink"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"]),
-        .testTarget(name: "CGNatTests", dependencies: ["CGNat"]),
+        .testTarget(name: "CGNatTests", dependencies: ["CGNat", "CGNatCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CGNat", "Netlink"]),
     ],
     // Swift 5 mode: file descriptors and C pointers cross our own namespace threads on purpose;

@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 /// A plan: what `up` does, step by step, and the contexts it makes.
 public struct Plan: Equatable, Sendable {

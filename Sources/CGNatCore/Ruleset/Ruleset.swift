@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 /// The nftables ruleset of the router, generated from the lab. Loaded in one transaction
 /// (`nft -f` semantics) into the namespace that does the NAT.

@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 /// Renders a plan as the equivalent shell script: one `ip`, `sysctl` or `nft` command per step,
 /// the way the seed's demo built its lab. Runs as root with iproute2 and nftables installed.

@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 extension Lab {
     public static let defaultName = "cgnat"

@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 /// A plan's steps under construction, with the pieces every backend builds the same way.
 struct StepList {

@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 /// Where a probe runs or where it is observed: a context name (for reports) and an open fd on its
 /// network namespace (/run/netns/NAME). `device`, when set, binds every socket opened there to that
@@ -105,6 +105,18 @@ public struct ProbeResult: Sendable {
     /// From the moment the packet was sent until the row was decided: the answer (and the sighting
     /// at the target) for a passing reach, the full wait for a blocked row or a failure.
     public var milliseconds: Double
+
+    public init(probe: Probe, pair: ProbePair?, passed: Bool, detail: String, observedSource: IPAddress?,
+                observedPort: UInt16?, observedPorts: [UInt16?], milliseconds: Double) {
+        self.probe = probe
+        self.pair = pair
+        self.passed = passed
+        self.detail = detail
+        self.observedSource = observedSource
+        self.observedPort = observedPort
+        self.observedPorts = observedPorts
+        self.milliseconds = milliseconds
+    }
 
     /// The row's name: the pair's, or the probe's.
     public var name: String { pair?.name ?? probe.name }

@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 /// The check matrix, computed from the lab model: every example ping of the seed from every
 /// client where it applies, what a CGN must also show, and negative rows observed at the target.

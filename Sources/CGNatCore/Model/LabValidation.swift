@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 /// What a lab model must satisfy before any plan is made from it. The seed lab passes; a lab from
 /// elsewhere (a later file format) gets one error naming the first thing that is wrong.

@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 extension Plan {
     /// The VRF backend (the seed's design, DESIGN.md section 4): the domains are VRF devices in

@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 /// The lab as data: one CGN router with an uplink domain and subscriber domains, and the hosts
 /// around it. Backends turn this into a plan; nothing here knows about namespaces or VRFs.

@@ -1,4 +1,4 @@
-import Netlink
+import NetAddress
 
 /// Which kernel mechanism keeps the routing domains apart.
 public enum Backend: String, Sendable, CaseIterable {
