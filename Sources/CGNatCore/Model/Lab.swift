@@ -7,11 +7,39 @@ public struct Lab: Equatable, Sendable {
     public var name: String
     public var router: Router
     public var hosts: [Host]
+    /// Rows the lab's author adds to `check`: what the design must do (netlab's `validate`).
+    public var expectations: [Expectation]
+    /// The file the lab was read from; nil for the embedded default.
+    public var origin: String?
 
-    public init(name: String, router: Router, hosts: [Host]) {
+    public init(name: String, router: Router, hosts: [Host], expectations: [Expectation] = [], origin: String? = nil) {
         self.name = name
         self.router = router
         self.hosts = hosts
+        self.expectations = expectations
+        self.origin = origin
+    }
+}
+
+/// One extra check row: from a host, to an address, over a protocol, must reach (seen at the
+/// target from `source`, when given) or be blocked.
+public struct Expectation: Equatable, Sendable {
+    public enum Outcome: String, Sendable, CaseIterable { case reach, blocked }
+    public var from: String
+    public var to: IPAddress
+    public var proto: ProbeProtocol
+    public var outcome: Outcome
+    public var source: IPAddress?
+    /// Where it was written (`labs/x.yaml:40:5`), for the row's detail; nil if not from a file.
+    public var location: String?
+
+    public init(from: String, to: IPAddress, proto: ProbeProtocol, outcome: Outcome, source: IPAddress? = nil, location: String? = nil) {
+        self.from = from
+        self.to = to
+        self.proto = proto
+        self.outcome = outcome
+        self.source = source
+        self.location = location
     }
 }
 

@@ -1,0 +1,25 @@
+import Testing
+import CGNatCore
+import NetAddress
+
+@Suite struct LabCodecTests {
+    @Test func seedRoundTrips() throws {
+        var lab = Lab.seed(name: "rt")
+        lab.origin = "labs/seed.yaml"
+        lab.expectations = [Expectation(from: "blue_c1", to: IPAddress("192.0.2.1")!, proto: .udp, outcome: .reach,
+                                        source: IPAddress("100.64.0.1")!, location: "labs/x.yaml:3:5")]
+        let text = LabCodec.encode(lab)
+        #expect(try LabCodec.decode(text) == lab)
+    }
+
+    @Test func rejectsWhatIsNotAResolvedLab() {
+        #expect(throws: (any Error).self) { try LabCodec.decode("{\"name\":\"x\"}") }
+        #expect(throws: (any Error).self) { try LabCodec.decode("[1,") }
+    }
+
+    @Test func parsesEscapesAndNumbers() throws {
+        let v = try JSON.parse(#"{"a":"x\"\u00e9\n","b":[1,-2.5,true,null]}"#)
+        #expect(v["a"]?.stringValue == "x\"é\n")
+        #expect(v["b"] == .array([.int(1), .number(-2.5), .bool(true), .null]))
+    }
+}
