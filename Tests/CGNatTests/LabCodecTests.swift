@@ -23,3 +23,14 @@ import NetAddress
         #expect(v["b"] == .array([.int(1), .number(-2.5), .bool(true), .null]))
     }
 }
+
+@Suite struct ScaledLabTests {
+    @Test func scaledLabIsValidAndPlans() throws {
+        let lab = Lab.seedScaled(domains: 10, perDomain: 100)
+        #expect(lab.hosts.count == 1001)
+        try lab.validate()
+        #expect(try LabCodec.decode(LabCodec.encode(lab)) == lab)
+        let plan = Plan.netns(lab)
+        #expect(plan.namespaces.count == 1 + 1000 + 1 + 10)
+    }
+}

@@ -50,3 +50,43 @@ extension Lab {
                     ])
     }
 }
+
+extension Lab {
+    /// The seed's router and uplink with `domains` subscriber domains of `perDomain` subscribers
+    /// each, whose IPv4 addresses overlap across domains (all in 100.64.0.0/10, from 100.64.0.1 up),
+    /// for measuring at the scale of an access network. `labs/scale-1000.yaml` says the same in a
+    /// file (10 x 100); a test proves the two agree.
+    public static func seedScaled(name: String = "scale", domains: Int, perDomain: Int) -> Lab {
+        precondition((1...255).contains(domains) && (1...1000).contains(perDomain))
+        let seed = Lab.seed(name: name)
+        let gw4 = IPAddress("100.127.255.254")!
+        var subscribers: [SubscriberDomain] = []
+        var hosts = seed.hosts.filter { $0.attachment == .uplink }
+        // No subscriber holds the seed's routed 192.0.2.2 here: the uplink does not route it.
+        hosts[0].routes.removeAll { $0.destination.family == .v4 }
+        for d in 1...domains {
+            let dn = "d\(twoDigits(d))"
+            let net6 = "2001:db8:b:\(String(d * 16, radix: 16))::"
+            subscribers.append(SubscriberDomain(
+                name: dn, id: UInt32(d), bridge: "br-\(dn)",
+                addresses: [IPPrefix(gw4, 10), IPPrefix("\(net6)ffff/64")!],
+                routed: [IPPrefix("\(net6)/64")!]))
+            for s in 1...perDomain {
+                // 100.64.0.1 + s - 1, the same in every domain: the spaces overlap on purpose.
+                let v4 = IPAddress(family: .v4, bytes: [100, 64, UInt8((s) >> 8), UInt8((s) & 0xff)])
+                hosts.append(Host(
+                    name: "\(dn)_c\(threeDigits(s))", attachment: .domain(dn), interface: "cuplink",
+                    addresses: [IPPrefix(v4, 10), IPPrefix("\(net6)\(String(s, radix: 16))/64")!],
+                    routes: [HostRoute(IPPrefix("0.0.0.0/0")!, via: gw4),
+                             HostRoute(IPPrefix("::/0")!, via: IPAddress("\(net6)ffff")!)]))
+            }
+        }
+        var router = seed.router
+        router.subscribers = subscribers
+        // The uplink routes every domain's IPv6 prefix to the router (the seed's 2001:db8:b::/48 covers them).
+        return Lab(name: name, router: router, hosts: hosts)
+    }
+
+    private static func twoDigits(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
+    private static func threeDigits(_ n: Int) -> String { n < 10 ? "00\(n)" : n < 100 ? "0\(n)" : "\(n)" }
+}
