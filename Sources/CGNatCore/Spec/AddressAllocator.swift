@@ -24,15 +24,19 @@ public struct AddressAllocator {
             lastOffset = size
         }
         exhausted = lastOffset < nextOffset
+        usable = exhausted ? 0 : lastOffset - nextOffset + 1
+        let (first, last, net) = (nextOffset, lastOffset, self.prefix)
+        takenInRange = exhausted ? 0 : taken.filter {
+            net.contains($0) && (first...last).contains(AddressAllocator.offset(of: $0, in: net))
+        }.count
     }
 
     /// How many addresses the prefix has for hosts, before any is taken.
-    public var usable: UInt64 { lastOffset >= nextOffset ? lastOffset - nextOffset + 1 : 0 }
-
-    /// Addresses of the usable range already taken by something else on the link.
-    public var takenInRange: Int {
-        taken.filter { prefix.contains($0) && $0 != prefix.address && AddressAllocator.offset(of: $0, in: prefix) <= lastOffset }.count
-    }
+    public private(set) var usable: UInt64 = 0
+    /// Addresses of the usable range taken by something else on the link before allocation.
+    public private(set) var takenInRange = 0
+    /// What is left for allocation at the start.
+    public var free: UInt64 { usable - UInt64(takenInRange) }
 
     public mutating func allocate() -> IPAddress? {
         while !exhausted {

@@ -47,6 +47,13 @@ private struct Expanding {
         diagnostics.append(Diagnostic(at, message, hint: hint))
     }
 
+    /// For problems that follow from one already reported at the same key (a duplicate name
+    /// also collides as a namespace) or repeat for every generated domain: say it once.
+    mutating func reportOnce(_ at: SpecPlace, _ message: String, _ hint: String) {
+        guard !diagnostics.contains(where: { $0.path == at.path && $0.position == at.position }) else { return }
+        report(at, message, hint)
+    }
+
     // MARK: Values
 
     mutating func prefix(_ p: Placed<String>, _ label: String = "", what: String = "an address with prefix length") -> IPPrefix? {
@@ -294,11 +301,11 @@ private struct Expanding {
     mutating func generate(_ t: SubscriberTemplate, _ d: PlacedDomain, written: [Host]) -> [PlacedHost] {
         let dom = d.model
         guard t.count.value >= 1 else {
-            report(t.count.at, "\(d.label)cannot generate \(t.count.value) subscribers", "use a count of at least 1, or remove 'subscribers'")
+            reportOnce(t.count.at, "\(d.label)cannot generate \(t.count.value) subscribers", "use a count of at least 1, or remove 'subscribers'")
             return []
         }
         if !t.name.value.contains("{i") {
-            report(t.name.at, "\(d.label)the subscriber name '\(t.name.value)' has no {i}, so all \(t.count.value) would share it",
+            reportOnce(t.name.at, "\(d.label)the subscriber name '\(t.name.value)' has no {i}, so all \(t.count.value) would share it",
                    "use a pattern such as \"{domain}_c{i:03}\"")
             return []
         }
@@ -313,7 +320,7 @@ private struct Expanding {
                 } else if dom.routed.contains(where: { $0.family == p.family && $0.contains(p.address) && $0.length <= p.length }) {
                     pools.append((p, p.family.bitLength, f.at))
                 } else {
-                    report(f.at, "\(d.label)prefix \(p) is outside domain '\(dom.name)''s subnets and routed prefixes",
+                    reportOnce(f.at, "\(d.label)prefix \(p) is outside domain '\(dom.name)''s subnets and routed prefixes",
                            "allocate from one of \(list(dom.addresses.map(\.network) + dom.routed))")
                 }
             }
@@ -332,9 +339,9 @@ private struct Expanding {
             for k in allocators.indices {
                 guard let a = allocators[k].allocate() else {
                     let (pool, _, _) = pools[k]
-                    let free = Int(min(allocators[k].usable, UInt64(Int.max))) - allocators[k].takenInRange
-                    report(t.count.at, "\(d.label)\(t.count.value) subscribers need \(t.count.value) addresses from \(pool), which has \(free) free",
-                           "lower count to \(free) or allocate from a larger prefix (\(pool) has \(allocators[k].usable) host addresses, \(allocators[k].takenInRange) taken by the gateway and other hosts)")
+                    let al = allocators[k]
+                    reportOnce(t.count.at, "\(d.label)\(t.count.value) subscribers need \(t.count.value) addresses from \(pool), which has \(al.free) free",
+                               "lower count to \(al.free) or allocate from a larger prefix (\(pool) has \(al.usable) host addresses, \(al.takenInRange) taken by the gateway and other hosts)")
                     return out
                 }
                 addresses.append(IPPrefix(a, pools[k].1))
@@ -429,7 +436,7 @@ private struct Expanding {
         for h in hosts where h.model.name != r {
             let ns = "\(lab)-\(h.model.name)"
             if let other = namespaces[ns] {
-                report(h.nameAt, "\(h.label)host '\(h.model.name)' would live in namespace '\(ns)', which is the namespace of \(other)",
+                reportOnce(h.nameAt, "\(h.label)host '\(h.model.name)' would live in namespace '\(ns)', which is the namespace of \(other)",
                        "rename the host (names of the form \(r)-DOMAIN are the router's)")
             } else { namespaces[ns] = "host '\(h.model.name)'" }
         }
@@ -439,7 +446,7 @@ private struct Expanding {
         var devices: [String: String] = ["lo": "the loopback", up.interface.value: "the uplink interface", up.name.value: "the VRF of domain '\(up.name.value)'"]
         func claim(_ name: String, _ what: String, _ at: SpecPlace, _ label: String) -> Bool {
             if let other = devices[name], other != what {
-                report(at, "\(label)'\(name)' would name two devices in the router: \(what) and \(other)", "rename one of them")
+                reportOnce(at, "\(label)'\(name)' would name two devices in the router: \(what) and \(other)", "rename one of them")
                 return false
             }
             devices[name] = what

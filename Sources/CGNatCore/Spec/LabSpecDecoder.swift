@@ -49,6 +49,8 @@ public func nearest(_ word: String, in candidates: [String]) -> String? {
 
 private struct Fields {
     var values: [String: (node: SpecNode, at: SpecPlace)] = [:]
+    /// Keys suggested for misspelt ones: not reported missing a second time.
+    var suggested: Set<String> = []
     var at: SpecPlace
     subscript(_ k: String) -> (node: SpecNode, at: SpecPlace)? { values[k] }
 }
@@ -77,6 +79,7 @@ private struct Decoding {
             }
             guard allowed.contains(p.key) else {
                 if let n = nearest(p.key, in: allowed) {
+                    f.suggested.insert(n)
                     report(keyAt, "unknown key '\(p.key)' in \(what)", "did you mean '\(n)'?")
                 } else {
                     report(keyAt, "unknown key '\(p.key)' in \(what)", "valid keys are \(allowed.joined(separator: ", "))")
@@ -93,6 +96,7 @@ private struct Decoding {
     }
 
     mutating func missing(_ f: Fields, _ key: String, _ what: String) {
+        if f.suggested.contains(key) { return }
         report(f.at.key(key, f.at.position), "missing '\(key)'", "add '\(key):' with \(what)")
     }
 
