@@ -42,6 +42,7 @@ let package = Package(
         .executableTarget(name: "cgnat-events-bench", dependencies: ["CGNat", "Netlink"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"]),
         .testTarget(name: "CGNatTests", dependencies: ["CGNat", "CGNatCore"]),
+        .testTarget(name: "LabFileTests", dependencies: ["CGNatLabFile", "CGNatCore"], exclude: ["Fixtures"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CGNat", "Netlink"]),
     ],
     // Swift 5 mode: file descriptors and C pointers cross our own namespace threads on purpose;
