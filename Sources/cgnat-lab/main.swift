@@ -31,7 +31,9 @@ let text: String
 do {
     text = try String(contentsOfFile: file, encoding: .utf8)
 } catch {
-    let reason = FileManager.default.fileExists(atPath: file) ? "cannot be read as UTF-8 text" : "does not exist"
+    var isDirectory: ObjCBool = false
+    let exists = FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory)
+    let reason = !exists ? "does not exist" : isDirectory.boolValue ? "is a directory" : "cannot be read as UTF-8 text"
     let d = Diagnostic(path: "", position: nil, message: "the lab file \(reason)", hint: "give the path of a lab file, e.g. labs/seed.yaml")
     if json { print(JSON.array([d.json(file: file)]).serialized()) } else { printErr(d.formatted(file: file)) }
     exit(1)

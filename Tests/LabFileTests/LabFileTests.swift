@@ -211,6 +211,17 @@ func problems(_ name: String) throws -> [String] {
         ])
     }
 
+    /// Problems of shape (unknown keys) and of meaning (names, lengths, ids) in one run.
+    @Test func everyProblemOfBothStepsInOneRun() throws {
+        #expect(try problems("mixed.yaml") == [
+            "mixed.yaml:7:73: uplink_hosts[0].colour: unknown key 'colour' in a host; valid keys are name, interface, addresses, loopback, routes",
+            "mixed.yaml:15:20: domains[0].hosts[1].adresses: unknown key 'adresses' in a host; did you mean 'addresses'?",
+            "mixed.yaml:1:7: name: lab name 'Bad_Name' cannot prefix namespace names; use 1-32 characters of a-z, 0-9, '_' or '-', not starting with '-'",
+            "mixed.yaml:14:32: domains[0].hosts[0].addresses[0]: 100.64.0.1/24 has prefix length /24, but domain 'blue''s subnet is 100.64.0.0/10; write 100.64.0.1/10: the host shares the subnet with its gateway",
+            "mixed.yaml:18:9: domains[1].id: generated domain 'g2': id 7 is also domain 'g1''s; give every domain an id of its own (it keys its conntrack zone and mark)",
+        ])
+    }
+
     @Test func jsonDiagnosticsCarryEveryField() throws {
         let d = try resolve(fixture("unknown-key.yaml")).diagnostics[0]
         #expect(d.json(file: "x.yaml").serialized()

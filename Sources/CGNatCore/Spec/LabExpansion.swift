@@ -6,16 +6,26 @@ import NetAddress
 public enum LabExpansion {
     /// `file` goes into each expectation's `location` (`labs/x.yaml:40:5`); `origin` into the lab.
     public static func expand(_ spec: LabSpec, file: String? = nil, origin: String? = nil) -> (lab: Lab?, diagnostics: [Diagnostic]) {
-        var e = Expanding(file: file)
-        let lab = e.run(spec, origin: origin)
-        return (e.diagnostics.isEmpty ? lab : nil, e.diagnostics)
+        expand(spec, file: file, origin: origin, partial: false)
     }
 
-    /// Decode and expand a document tree in one step.
+    static func expand(_ spec: LabSpec, file: String?, origin: String?, partial: Bool) -> (lab: Lab?, diagnostics: [Diagnostic]) {
+        var e = Expanding(file: file)
+        e.partial = partial
+        let lab = e.run(spec, origin: origin)
+        return (e.diagnostics.isEmpty && !partial ? lab : nil, e.diagnostics)
+    }
+
+    /// Decode and expand a document tree in one step. When the decoder found problems but the
+    /// file's frame (name, router) is there, what it could read is expanded and checked too, so
+    /// one run reports the problems of both steps.
     public static func resolve(_ root: SpecNode, file: String? = nil, origin: String? = nil) -> (lab: Lab?, diagnostics: [Diagnostic]) {
-        let (spec, problems) = LabSpecDecoder.decode(root)
+        let (spec, problems) = LabSpecDecoder.decodePartially(root)
         guard let spec else { return (nil, problems) }
-        return expand(spec, file: file, origin: origin)
+        let (lab, more) = expand(spec, file: file, origin: origin, partial: !problems.isEmpty)
+        // A key the decoder already named (a bad value there) is not reported a second time.
+        let fresh = more.filter { m in !problems.contains { $0.path == m.path } }
+        return (problems.isEmpty ? lab : nil, problems + fresh)
     }
 }
 
@@ -26,6 +36,8 @@ private struct PlacedDomain {
     /// "generated domain 'd03': " for domains from a template, "" otherwise.
     var label: String
     var addressPlaces: [SpecPlace]
+    /// The template's index `{i}` of a generated domain.
+    var index: Int?
 }
 
 private struct PlacedHost {
@@ -94,6 +106,10 @@ private struct Expanding {
 
     // MARK: The lab
 
+    /// Set when the decoder dropped parts of the file: checks that count or look up across the
+    /// whole file (the uplink host count, expectation hosts) would report follow-on errors then.
+    var partial = false
+
     mutating func run(_ spec: LabSpec, origin: String?) -> Lab? {
         let labName = spec.name.value
         if (try? LabName.validate(labName)) == nil {
@@ -117,7 +133,7 @@ private struct Expanding {
         for d in spec.domains { domains += expandDomain(d) }
 
         var hosts: [PlacedHost] = spec.uplinkHosts.compactMap { uplinkHost($0) }
-        if spec.uplinkHosts.count != 1 {
+        if spec.uplinkHosts.count != 1 && !partial {
             report(spec.uplinkHosts.first.map { SpecPlace("uplink_hosts", $0.at.position) } ?? spec.at.key("uplink_hosts", spec.at.position),
                    "has \(spec.uplinkHosts.count) hosts; a lab has exactly one host on the uplink's link today",
                    "keep one host under uplink_hosts")
@@ -127,7 +143,7 @@ private struct Expanding {
         checkNames(labName, router, domains, hosts)
         checkLinks(router, uplinkAddresses, domains, hosts)
         let names = Set(hosts.map(\.model.name))
-        let expectations = spec.expectations.compactMap { expectation($0, names) }
+        let expectations = partial ? [] : spec.expectations.compactMap { expectation($0, names) }
 
         guard diagnostics.isEmpty, let nat else { return nil }
         let lab = Lab(
@@ -180,9 +196,10 @@ private struct Expanding {
         var out: [PlacedDomain] = []
         for i in 1...count.value {
             guard let name = expand(d.name, ["i": .number(i)]) else { return out }
-            guard let pd = resolveDomain(d, vars: ["i": .number(i), "domain": .text(name.value)], label: "generated domain '\(name.value)': ") else {
+            guard var pd = resolveDomain(d, vars: ["i": .number(i), "domain": .text(name.value)], label: "generated domain '\(name.value)': ") else {
                 return out   // the same mistake would repeat for every index: report it once
             }
+            pd.index = i
             out.append(pd)
         }
         return out
@@ -217,7 +234,7 @@ private struct Expanding {
         guard diagnostics.count == before, let name, let bridge, let id else { return nil }
         contextName(name, "domain", label)
         return PlacedDomain(model: SubscriberDomain(name: name.value, id: id, bridge: bridge.value, addresses: addresses, routed: routed),
-                            spec: d, label: label, addressPlaces: places)
+                            spec: d, label: label, addressPlaces: places, index: nil)
     }
 
     // MARK: Hosts
@@ -267,7 +284,7 @@ private struct Expanding {
     mutating func domainHosts(_ d: PlacedDomain) -> [PlacedHost] {
         let dom = d.model
         let vars: [String: PatternValue] = d.spec.count == nil ? ["domain": .text(dom.name)]
-            : ["domain": .text(dom.name), "i": .number(Int(dom.id))]
+            : ["domain": .text(dom.name), "i": .number(d.index ?? 0)]
         var out: [PlacedHost] = []
         for h in d.spec.hosts {
             guard let name = expand(h.name, vars) else { continue }
@@ -275,8 +292,13 @@ private struct Expanding {
             var addresses: [IPPrefix] = []
             for a in h.addresses {
                 guard let t = expand(a, vars), let p = prefix(t, label) else { continue }
-                if !dom.addresses.contains(where: { $0.family == p.family && $0.network.contains(p.address) && $0.length == p.length })
-                    && !dom.routed.contains(where: { $0.contains(p.address) }) {
+                let subnet = dom.addresses.first { $0.family == p.family && $0.network.contains(p.address) }
+                if let subnet, subnet.length != p.length, !dom.routed.contains(where: { $0.contains(p.address) }) {
+                    report(a.at, "\(label)\(p) has prefix length /\(p.length), but domain '\(dom.name)''s subnet is \(subnet.network)",
+                           "write \(p.address)/\(subnet.length): the host shares the subnet with its gateway")
+                    continue
+                }
+                if subnet == nil && !dom.routed.contains(where: { $0.contains(p.address) }) {
                     let subnets = dom.addresses.filter { $0.family == p.family }.map { $0.network.description }
                     report(a.at, "\(label)\(p) is outside domain '\(dom.name)''s subnets (\(subnets.joined(separator: ", "))) and its routed prefixes",
                            subnets.isEmpty ? "add a gateway address of this family to the domain" : "use an address in \(subnets.joined(separator: " or ")) with the same prefix length, or route its prefix to the domain")
@@ -412,7 +434,7 @@ private struct Expanding {
         var contexts: [String: String] = [r: "the router"]
         for h in hosts {
             if let other = contexts[h.model.name] {
-                report(h.nameAt, "\(h.label)'\(h.model.name)' also names \(other)", "give every host a name of its own")
+                reportOnce(h.nameAt, "\(h.label)'\(h.model.name)' also names \(other)", "give every host a name of its own")
             } else { contexts[h.model.name] = "host at \(h.at.path)" }
         }
         var domainNames: [String: String] = [up.name.value: "the uplink domain"]
@@ -420,13 +442,13 @@ private struct Expanding {
         var bridges: [String: String] = [:]
         for d in domains {
             if let other = domainNames[d.model.name] {
-                report(d.spec.name.at, "\(d.label)domain '\(d.model.name)' is defined twice (also \(other))", "give every domain a name of its own")
+                reportOnce(d.spec.name.at, "\(d.label)domain '\(d.model.name)' is defined twice (also \(other))", "give every domain a name of its own")
             } else { domainNames[d.model.name] = "domain at \(d.spec.at.path)" }
             if let other = ids[d.model.id] {
-                report(d.spec.id.at, "\(d.label)id \(d.model.id) is also domain '\(other)''s", "give every domain an id of its own (it keys its conntrack zone and mark)")
+                reportOnce(d.spec.id.at, "\(d.label)id \(d.model.id) is also domain '\(other)''s", "give every domain an id of its own (it keys its conntrack zone and mark)")
             } else { ids[d.model.id] = d.model.name }
             if let other = bridges[d.model.bridge] {
-                report(d.spec.bridge.at, "\(d.label)bridge '\(d.model.bridge)' is also domain '\(other)''s", "give every domain a bridge of its own")
+                reportOnce(d.spec.bridge.at, "\(d.label)bridge '\(d.model.bridge)' is also domain '\(other)''s", "give every domain a bridge of its own")
             } else { bridges[d.model.bridge] = d.model.name }
         }
 

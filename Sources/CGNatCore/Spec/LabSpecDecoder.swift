@@ -1,10 +1,18 @@
 /// Document tree -> `LabSpec`: keys, types and shapes, every problem at once. What the values
 /// mean (addresses, names, references) is checked by `LabExpansion`.
 public enum LabSpecDecoder {
+    /// The spec only if the file has no problem of shape.
     public static func decode(_ root: SpecNode) -> (spec: LabSpec?, diagnostics: [Diagnostic]) {
+        let (spec, problems) = decodePartially(root)
+        return (problems.isEmpty ? spec : nil, problems)
+    }
+
+    /// What could be read (parts with problems left out), with the problems: for reporting
+    /// the problems of the rest in the same run.
+    public static func decodePartially(_ root: SpecNode) -> (spec: LabSpec?, diagnostics: [Diagnostic]) {
         var d = Decoding()
         let spec = d.lab(root)
-        return (d.diagnostics.isEmpty ? spec : nil, d.diagnostics)
+        return (spec, d.diagnostics)
     }
 
     /// The keys each mapping of the format takes, for suggestions and the schema's test.
