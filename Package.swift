@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "cgnat", targets: ["cgnat"]),
+        .executable(name: "cgnat-lab", targets: ["cgnat-lab"]),
         .executable(name: "cgnat-bench", targets: ["cgnat-bench"]),
         .executable(name: "cgnat-events-bench", targets: ["cgnat-events-bench"]),
         .library(name: "CGNat", targets: ["CGNat"]),
@@ -14,6 +15,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // YAML lab files, only in the `cgnat-lab` helper: Yams needs Foundation, which the main binary avoids.
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // Linux uapi headers (netlink, rtnetlink, nfnetlink, ...) and a few macros as inline functions.
@@ -30,11 +33,16 @@ let package = Package(
         .executableTarget(
             name: "cgnat",
             dependencies: ["CGNat", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // Lab files: YAML (Yams, with line and column marks) to the core's LabSpec. Foundation comes
+        // along with Yams, so only the `cgnat-lab` helper links this, never `cgnat` itself.
+        .target(name: "CGNatLabFile", dependencies: ["CGNatCore", .product(name: "Yams", package: "Yams")]),
+        .executableTarget(name: "cgnat-lab", dependencies: ["CGNatLabFile"]),
         .executableTarget(name: "cgnat-bench", dependencies: ["CGNat", "Netlink"]),
         // Benchmark of `cgnat events` against `conntrack -E` under a new-flow load.
         .executableTarget(name: "cgnat-events-bench", dependencies: ["CGNat", "Netlink"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"]),
         .testTarget(name: "CGNatTests", dependencies: ["CGNat", "CGNatCore"]),
+        .testTarget(name: "LabFileTests", dependencies: ["CGNatLabFile", "CGNatCore"], exclude: ["Fixtures"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CGNat", "Netlink"]),
     ],
     // Swift 5 mode: file descriptors and C pointers cross our own namespace threads on purpose;
