@@ -10,6 +10,12 @@ import NetAddress
                                         source: IPAddress("100.64.0.1")!, location: "labs/x.yaml:3:5")]
         let text = LabCodec.encode(lab)
         #expect(try LabCodec.decode(text) == lab)
+        lab.router.nat = NATPolicy(inside: IPPrefix("100.64.0.0/10")!, pool: [IPPrefix("198.51.100.0/28")!],
+                                   mapping: .portBlocks(.init(insideRange: IPPrefix("100.64.0.0/22")!, ports: 2000...60000,
+                                                              blockSize: 100, blocksPerSubscriber: 2)))
+        #expect(try LabCodec.decode(LabCodec.encode(lab)) == lab)
+        lab.router.nat.mapping = .random
+        #expect(try LabCodec.decode(LabCodec.encode(lab)) == lab)
     }
 
     @Test func rejectsWhatIsNotAResolvedLab() {

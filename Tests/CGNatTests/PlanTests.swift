@@ -100,10 +100,25 @@ import Netlink
         #expect(text.contains("type filter hook prerouting priority raw;"))
     }
 
-    @Test func natMatchesTheRealUplinkDeviceOnce() {
-        #expect(text.contains("oifname \"muplink\" ct mark { 1, 2 } ip saddr 100.64.0.0/10 counter snat ip to 100.64.0.1 fully-random"))
-        #expect(text.components("snat") == 1)
-        #expect(!text.contains("masquerade"))
+    @Test func natMatchesTheRealUplinkDeviceThroughPortBlocks() {
+        let m = "oifname \"muplink\" ct mark { 1, 2 } ip saddr 100.64.0.0/10"
+        #expect(text.contains("\(m) meta l4proto { tcp, udp } counter snat ip to ct mark . ip saddr map @subscriber_ports"))
+        #expect(text.contains("\(m) meta l4proto icmp counter snat ip to ct mark . ip saddr map @subscriber_ports"))
+        #expect(text.contains("\(m) meta l4proto != { tcp, udp, icmp } counter snat ip to ct mark . ip saddr map @subscriber_addresses"))
+        #expect(text.contains("\(m) counter drop comment \"CGN no port block\""))
+        #expect(!text.contains("fully-random") && !text.contains("masquerade"))
+        // The seed: 2 domains x 256 inside addresses on one address: 126 ports each, disjoint.
+        #expect(text.contains("1 . 100.64.0.1 : 100.64.0.1 . 1150-1275"))
+        #expect(text.contains("2 . 100.64.0.1 : 100.64.0.1 . 33406-33531"))
+        #expect(text.components(" : 100.64.0.1 . ") == 512)
+    }
+
+    @Test func randomMappingIsTheOldSNAT() {
+        var lab = Lab.seed()
+        lab.router.nat.mapping = .random
+        let t = Plan.netns(lab).ruleset.text
+        #expect(t.contains("oifname \"muplink\" ct mark { 1, 2 } ip saddr 100.64.0.0/10 counter snat ip to 100.64.0.1 fully-random"))
+        #expect(!t.contains("subscriber_ports"))
     }
 
     @Test func forwardPolicy() {
@@ -198,7 +213,11 @@ extension String {
         #expect(error { $0.hosts[1].attachment = .domain("green") }?.contains("attaches to domain 'green', which does not exist") == true)
         #expect(error { $0.router.subscribers[0].bridge = "a-very-long-bridge-name" }?.contains("1-15 characters") == true)
         #expect(error { $0.hosts[2].name = "blue:c2" }?.contains("must not contain ':'") == true)
-        #expect(error { $0.router.nat.publicAddress = IPAddress("198.51.100.1")! }?.contains("must be one of the uplink's addresses") == true)
+        #expect(error { $0.router.nat.pool = [IPPrefix("198.51.100.1/32")!] }?.contains("is neither one of the uplink's addresses") == true)
+        #expect(error { $0.router.nat.mapping = .portBlocks(.init(blockSize: 200)) }?
+            .contains("512 subscribers x 200 ports need 102400 ports, but 1 public address(es) x 64512 ports give 64512") == true)
+        #expect(error { $0.hosts[1].addresses[0] = IPPrefix("100.64.1.1/10")! }?
+            .contains("host 'blue_c1' has 100.64.1.1, outside the port-block range 100.64.0.0/24") == true)
         #expect(error { $0.hosts[0].routes.append(HostRoute(IPPrefix("10.0.0.0/8")!, via: IPAddress("203.0.113.1")!)) }?
             .contains("via 203.0.113.1, which is on none of its subnets") == true)
         #expect(error { $0.hosts.removeFirst() }?.contains("exactly one host attached to the uplink") == true)

@@ -94,14 +94,76 @@ public struct SubscriberDomain: Equatable, Sendable {
     }
 }
 
-/// IPv4 from subscriber domains is translated once, on the uplink, to `publicAddress`.
+/// IPv4 from subscriber domains is translated once, on the uplink, to a public address of the
+/// pool: by default through deterministic port blocks (endpoint-independent mapping, paired
+/// pooling; RFC 4787 REQ-1, RFC 6888 REQ-2, RFC 7422).
 public struct NATPolicy: Equatable, Sendable {
-    public var inside: IPPrefix
-    public var publicAddress: IPAddress
+    public enum Mapping: Equatable, Sendable {
+        /// Each subscriber owns one address and a range of ports (ICMP ids) of it, given by
+        /// `PortBlockPolicy`; the kernel keeps a subscriber's inside port's mapping for every
+        /// destination while its concurrent ports fit its block.
+        case portBlocks(PortBlocks)
+        /// `snat ... fully-random` over the whole pool: a new public port per destination
+        /// (address-and-port-dependent mapping). Kept to show what breaks EIM.
+        case random
+    }
 
-    public init(inside: IPPrefix, publicAddress: IPAddress) {
+    /// The port-block parameters a lab states; the rest (pool, domains) come from the lab.
+    public struct PortBlocks: Equatable, Sendable {
+        /// The inside addresses every domain's blocks cover; nil: the first /24 of `inside`.
+        public var insideRange: IPPrefix?
+        public var ports: ClosedRange<UInt16>
+        /// Ports per block; nil: the largest that fits (pool ports / subscribers), at most 4096.
+        public var blockSize: Int?
+        public var blocksPerSubscriber: Int
+
+        public static let maximumDefaultBlockSize = 4096
+
+        public init(insideRange: IPPrefix? = nil, ports: ClosedRange<UInt16> = PortBlockPolicy.defaultPorts,
+                    blockSize: Int? = nil, blocksPerSubscriber: Int = 1) {
+            self.insideRange = insideRange
+            self.ports = ports
+            self.blockSize = blockSize
+            self.blocksPerSubscriber = blocksPerSubscriber
+        }
+    }
+
+    public var inside: IPPrefix
+    /// The public addresses; the first is `publicAddress`.
+    public var pool: [IPPrefix]
+    public var mapping: Mapping
+
+    /// The first public address (the seed's only one, which is also the uplink's own).
+    public var publicAddress: IPAddress { pool.first?.network.address ?? IPAddress.any(.v4) }
+
+    public init(inside: IPPrefix, pool: [IPPrefix], mapping: Mapping = .portBlocks(PortBlocks())) {
         self.inside = inside
-        self.publicAddress = publicAddress
+        self.pool = pool
+        self.mapping = mapping
+    }
+
+    public init(inside: IPPrefix, publicAddress: IPAddress, mapping: Mapping = .portBlocks(PortBlocks())) {
+        self.init(inside: inside, pool: [IPPrefix(publicAddress, 32)], mapping: mapping)
+    }
+}
+
+extension Lab {
+    /// The deterministic allocation of this lab's policy: nil unless the mapping is port blocks.
+    /// Domains are provisioned up to the highest id in the lab, so reordering never remaps.
+    public var portBlockPolicy: PortBlockPolicy? {
+        guard case .portBlocks(let b) = router.nat.mapping else { return nil }
+        let nat = router.nat
+        let range = b.insideRange ?? IPPrefix(nat.inside.network.address, max(nat.inside.length, 24)).network
+        let maxID = router.subscribers.map(\.id).max() ?? 1
+        var policy = PortBlockPolicy(pool: nat.pool, insideRange: range, maxDomainID: maxID, ports: b.ports,
+                                     blockSize: 1, blocksPerSubscriber: b.blocksPerSubscriber)
+        if let size = b.blockSize {
+            policy.blockSize = size
+        } else {
+            let fit = policy.publicAddressCount * b.ports.count / max(policy.subscriberCount * b.blocksPerSubscriber, 1)
+            policy.blockSize = max(1, min(fit, NATPolicy.PortBlocks.maximumDefaultBlockSize))
+        }
+        return policy
     }
 }
 

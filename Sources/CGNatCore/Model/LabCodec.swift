@@ -26,7 +26,7 @@ public enum LabCodec {
                 .object([("name", .string(d.name)), ("id", .int(Int64(d.id))), ("bridge", .string(d.bridge)),
                          ("addresses", prefixes(d.addresses)), ("routed", prefixes(d.routed))])
             })),
-            ("nat", .object([("inside", .string(r.nat.inside.description)), ("public", .string(r.nat.publicAddress.description))])),
+            ("nat", natJSON(r.nat)),
         ])
         let hosts: JSON = .array(lab.hosts.map { h in
             let attachment: JSON
@@ -73,8 +73,7 @@ public enum LabCodec {
                 return SubscriberDomain(name: try r.string(d, "name"), id: id32, bridge: try r.string(d, "bridge"),
                                         addresses: try r.prefixes(d, "addresses"), routed: try r.prefixes(d, "routed"))
             },
-            nat: NATPolicy(inside: try r.prefix(try r.member(routerJ, "nat"), "inside"),
-                           publicAddress: try r.address(try r.member(routerJ, "nat"), "public")))
+            nat: try decodeNAT(try r.member(routerJ, "nat"), r))
         let hosts = try r.array(root, "hosts").map { h -> Host in
             let attachment: Host.Attachment
             let a = try r.member(h, "attachment")
@@ -95,6 +94,42 @@ public enum LabCodec {
         }
         return Lab(name: try r.string(root, "name"), router: router, hosts: hosts, expectations: expectations,
                    origin: root["origin"]?.stringValue)
+    }
+
+    private static func natJSON(_ nat: NATPolicy) -> JSON {
+        let mapping: JSON
+        switch nat.mapping {
+        case .random: mapping = .object([("kind", .string("random"))])
+        case .portBlocks(let b):
+            mapping = .object([
+                ("kind", .string("port-blocks")), ("inside_range", JSON(b.insideRange?.description)),
+                ("ports", .array([.int(Int64(b.ports.lowerBound)), .int(Int64(b.ports.upperBound))])),
+                ("block_size", b.blockSize.map { .int(Int64($0)) } ?? .null), ("blocks", .int(Int64(b.blocksPerSubscriber))),
+            ])
+        }
+        return .object([("inside", .string(nat.inside.description)), ("pool", .array(nat.pool.map { .string($0.description) })),
+                        ("mapping", mapping)])
+    }
+
+    private static func decodeNAT(_ j: JSON, _ r: Reader) throws -> NATPolicy {
+        let inside = try r.prefix(j, "inside")
+        let pool = try r.prefixes(j, "pool")
+        let m = try r.member(j, "mapping")
+        switch try r.string(m, "kind") {
+        case "random": return NATPolicy(inside: inside, pool: pool, mapping: .random)
+        case "port-blocks":
+            let ports = try r.array(m, "ports").compactMap { $0.intValue.flatMap { UInt16(exactly: $0) } }
+            guard ports.count == 2, ports[0] <= ports[1] else { throw DecodeError(path: "nat.mapping.ports", message: "not a port range") }
+            var range: IPPrefix?
+            if let s = m["inside_range"], s != .null {
+                guard let t = s.stringValue, let p = IPPrefix(t) else { throw DecodeError(path: "nat.mapping.inside_range", message: "not a prefix") }
+                range = p
+            }
+            let size = m["block_size"]?.intValue.map(Int.init)
+            return NATPolicy(inside: inside, pool: pool, mapping: .portBlocks(.init(
+                insideRange: range, ports: ports[0]...ports[1], blockSize: size, blocksPerSubscriber: Int(try r.int(m, "blocks")))))
+        case let k: throw DecodeError(path: "nat.mapping.kind", message: "unknown mapping '\(k)'")
+        }
     }
 
     private struct Reader {

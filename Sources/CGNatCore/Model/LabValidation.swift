@@ -42,12 +42,28 @@ extension Lab {
             }
         }
 
-        // NAT: the public address is the uplink's own, and the inside space is IPv4.
-        guard r.nat.inside.family == .v4, r.nat.publicAddress.family == .v4 else {
-            throw fail("NAT translates IPv4: inside \(r.nat.inside) and public \(r.nat.publicAddress) must be IPv4")
+        // NAT: IPv4 only; each public address is the uplink's own or routed to the router by the
+        // uplink host (else replies to it never come back).
+        guard r.nat.inside.family == .v4, !r.nat.pool.isEmpty, r.nat.pool.allSatisfy({ $0.family == .v4 }) else {
+            throw fail("NAT translates IPv4: inside \(r.nat.inside) and the pool (\(r.nat.pool.map(\.description).joined(separator: ", "))) must be IPv4 and not empty")
         }
-        guard r.uplink.addresses.contains(where: { $0.address == r.nat.publicAddress }) else {
-            throw fail("the NAT address \(r.nat.publicAddress) must be one of the uplink's addresses (\(r.uplink.addresses.map(\.description).joined(separator: ", ")))")
+        let routerUplink = r.uplink.addresses.map(\.address)
+        for p in r.nat.pool {
+            let own = p.length == 32 && routerUplink.contains(p.address)
+            let routed = uplinkHost?.routes.contains { $0.destination.family == .v4 && $0.destination.length <= p.length
+                && $0.destination.network.contains(p.address) && routerUplink.contains($0.gateway) } ?? false
+            guard own || routed else {
+                throw fail("public \(p) is neither one of the uplink's addresses (\(r.uplink.addresses.map(\.description).joined(separator: ", "))) nor routed to the router by the uplink host: add a route for it via \(routerUplink.first { $0.family == .v4 }?.description ?? "the router") to the uplink host")
+            }
+        }
+        if let policy = portBlockPolicy {
+            if let problem = policy.problems().first { throw fail("port blocks: \(problem)") }
+            for h in hosts {
+                guard case .domain = h.attachment else { continue }
+                for a in h.addresses where a.family == .v4 && r.nat.inside.contains(a.address) && !policy.insideRange.contains(a.address) {
+                    throw fail("host '\(h.name)' has \(a.address), outside the port-block range \(policy.insideRange): widen the policy's inside range")
+                }
+            }
         }
         for gw in r.uplink.gateways where !r.uplink.addresses.contains(where: { $0.network.contains(gw) }) {
             throw fail("uplink gateway \(gw) is on none of the uplink's subnets")

@@ -114,8 +114,8 @@ public struct PortBlockPolicy: Equatable, Sendable {
         return Owner(domainID: domain, inside: inside)
     }
 
-    static func u32(_ a: IPAddress) -> UInt32 { a.bytes.reduce(0) { $0 << 8 | UInt32($1) } }
-    static func v4(_ v: UInt32) -> IPAddress {
+    public static func u32(_ a: IPAddress) -> UInt32 { a.bytes.reduce(0) { $0 << 8 | UInt32($1) } }
+    public static func v4(_ v: UInt32) -> IPAddress {
         IPAddress(family: .v4, bytes: [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)])
     }
 }

@@ -96,17 +96,73 @@ public struct Ruleset: Equatable, Sendable {
             \t\ttype nat hook prerouting priority dstnat; policy accept;
             \t}
             """)
-        lines.append("""
-            \tchain srcnat {
-            \t\ttype nat hook postrouting priority srcnat; policy accept;
-            \t\t# Match the real egress device: on VRFs the first POSTROUTING pass sees the VRF device.
-            \t\t# fully-random: two subscribers' new flows on two CPUs would otherwise both keep their
-            \t\t# (equal) source port, and the second to be confirmed is dropped (insert_failed).
-            \t\toifname \(quote(devices.uplinkEgress)) ct mark { \(marks) } ip saddr \(nat.inside) counter snat ip to \(nat.publicAddress) fully-random comment "CGN"
-            \t}
-            """)
+        lines.append(contentsOf: Ruleset.srcnat(lab: lab, egress: devices.uplinkEgress, marks: marks))
         lines.append("}")
         text = lines.joined(separator: "\n") + "\n"
+    }
+}
+
+extension Ruleset {
+    public static let portMap = "subscriber_ports"
+    public static let addressMap = "subscriber_addresses"
+
+    /// SNAT on the real egress device (on VRFs the first POSTROUTING pass sees the VRF device).
+    /// With port blocks: one named map from (domain mark, inside address) to (public address,
+    /// block) for TCP, UDP and ICMP ids (nft wants an L4 match before a port range), an
+    /// address-only map for other protocols (GRE, ESP), and a drop for an inside address that no
+    /// block covers, so nothing leaves untranslated.
+    static func srcnat(lab: Lab, egress: String, marks: String) -> [String] {
+        let nat = lab.router.nat
+        let head = "\tchain srcnat {\n\t\ttype nat hook postrouting priority srcnat; policy accept;"
+        let match = "oifname \(quote(egress)) ct mark { \(marks) } ip saddr \(nat.inside)"
+        guard let policy = lab.portBlockPolicy else {
+            let first = nat.publicAddress, last = PortBlockPolicy.v4(PortBlockPolicy.u32(nat.pool.last!.network.address)
+                + UInt32((1 << (32 - nat.pool.last!.length)) - 1))
+            let to = nat.pool.count == 1 && nat.pool[0].length == 32 ? "\(first)" : "\(first)-\(last)"
+            return ["""
+                \(head)
+                \t\t# mapping: random. A new public port per destination: address-and-port-dependent
+                \t\t# mapping (breaks RFC 4787 REQ-1); kept to show the difference.
+                \t\t\(match) counter snat ip to \(to) fully-random comment "CGN"
+                \t}
+                """]
+        }
+        var ports: [String] = [], addresses: [String] = []
+        for d in lab.router.subscribers.sorted(by: { $0.id < $1.id }) {
+            for i in 0..<policy.insideCount {
+                let inside = PortBlockPolicy.v4(PortBlockPolicy.u32(policy.insideRange.network.address) + UInt32(i))
+                guard let a = policy.allocation(domainID: d.id, inside: inside) else { continue }
+                ports.append("\(d.id) . \(inside) : \(a.publicAddress) . \(a.ports.lowerBound)-\(a.ports.upperBound)")
+                addresses.append("\(d.id) . \(inside) : \(a.publicAddress)")
+            }
+        }
+        func elements(_ e: [String]) -> String {
+            // Four elements a line keeps `render` readable for a few thousand subscribers.
+            stride(from: 0, to: e.count, by: 4).map { e[$0..<min($0 + 4, e.count)].joined(separator: ", ") }
+                .joined(separator: ",\n\t\t\t")
+        }
+        return ["""
+            \t# Deterministic port blocks (RFC 7422): \(policy.portsPerSubscriber) ports of one public address per
+            \t# subscriber (domain mark . inside address), \(policy.subscribersPerAddress) subscribers per address, ports
+            \t# \(policy.ports.lowerBound)-\(policy.ports.upperBound). Disjoint blocks keep a subscriber's mapping for every
+            \t# destination (endpoint-independent, RFC 4787 REQ-1) also when two subscribers share an
+            \t# inside address and port, and no flow of one can take another's port.
+            \tmap \(portMap) {
+            \t\ttype mark . ipv4_addr : interval ipv4_addr . inet_service
+            \t\telements = { \(elements(ports)) }
+            \t}
+            \tmap \(addressMap) {
+            \t\ttype mark . ipv4_addr : ipv4_addr
+            \t\telements = { \(elements(addresses)) }
+            \t}
+            \(head)
+            \t\t\(match) meta l4proto { tcp, udp } counter snat ip to ct mark . ip saddr map @\(portMap) comment "CGN ports"
+            \t\t\(match) meta l4proto icmp counter snat ip to ct mark . ip saddr map @\(portMap) comment "CGN icmp ids"
+            \t\t\(match) meta l4proto != { tcp, udp, icmp } counter snat ip to ct mark . ip saddr map @\(addressMap) comment "CGN address only"
+            \t\t# Reached only by an inside address that no block covers: never leave untranslated.
+            \t\t\(match) counter drop comment "CGN no port block"
+            \t}
+            """]
     }
 }
 
