@@ -11,6 +11,11 @@ public enum LabStatus {
         public var operState: String
         public var master: String?
         public var addresses: [IPPrefix]
+
+        public init(name: String, kind: String? = nil, up: Bool, operState: String, master: String? = nil, addresses: [IPPrefix] = []) {
+            self.name = name; self.kind = kind; self.up = up; self.operState = operState
+            self.master = master; self.addresses = addresses
+        }
     }
 
     public struct ContextStatus {
@@ -20,12 +25,22 @@ public enum LabStatus {
         public var rules: [String]
         public var conntrack: [ConntrackEntry]
         public var showsConntrack: Bool
+
+        public init(context: Context, interfaces: [Interface], routes: [String] = [], rules: [String] = [],
+                    conntrack: [ConntrackEntry] = [], showsConntrack: Bool = false) {
+            self.context = context; self.interfaces = interfaces; self.routes = routes; self.rules = rules
+            self.conntrack = conntrack; self.showsConntrack = showsConntrack
+        }
     }
 
     public struct Report {
         public var lab: String
         public var backend: Backend
         public var contexts: [ContextStatus]
+
+        public init(lab: String, backend: Backend, contexts: [ContextStatus]) {
+            self.lab = lab; self.backend = backend; self.contexts = contexts
+        }
     }
 
     public static func read(lab: Lab, only: String? = nil) throws -> Report {
