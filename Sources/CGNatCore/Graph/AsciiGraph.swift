@@ -8,9 +8,11 @@ public enum AsciiGraph {
         var right: [Box] = []
         let routerBox = router(t, right: &right)
         var columns = [left.isEmpty ? nil : left, [routerBox], right.isEmpty ? nil : right].compactMap { $0 }
+        var next = 0
+        for c in columns.indices { for b in columns[c].indices { columns[c][b].id = next; next += 1 } }
         fit(&columns, width: width, hasLeft: !left.isEmpty, hasRight: !right.isEmpty)
         let canvas = layout(left: left.isEmpty ? [] : columns[0], router: columns[left.isEmpty ? 0 : 1][0],
-                            right: right.isEmpty ? [] : columns[columns.count - 1])
+                            right: right.isEmpty ? [] : columns[columns.count - 1], laid: lay).lines
 
         let header = t.headline
         var legend = "---- a link (veth), its interface names at both ends"
@@ -49,6 +51,7 @@ public enum AsciiGraph {
         var title: String
         var rows: [Row]
         var width = 0   // inner width, set by `fit`
+        var id = 0      // unique in a drawing, for `fit`'s cache
 
         var natural: Int { max(title.count + 3, rows.map { $0.indent + $0.whole.count }.max() ?? 0) }
         /// No narrower than the longest word (or the title).
@@ -139,9 +142,19 @@ public enum AsciiGraph {
             for i in c.indices { for b in c[i].indices { c[i][b].width = w[i] } }
             return c
         }
+        // Each box is wrapped once per width tried, and only measured.
+        var cache: [Int: Laid] = [:]
+        func laid(_ b: Box) -> Laid {
+            let key = b.id << 16 | b.width
+            if let l = cache[key] { return l }
+            let l = lay(b)
+            cache[key] = l
+            return l
+        }
         func height(_ w: [Int]) -> Int {
             let c = apply(w)
-            return layout(left: hasLeft ? c[0] : [], router: c[hasLeft ? 1 : 0][0], right: hasRight ? c[c.count - 1] : []).count
+            return layout(left: hasLeft ? c[0] : [], router: c[hasLeft ? 1 : 0][0], right: hasRight ? c[c.count - 1] : [],
+                          laid: laid, onlyHeight: true).height
         }
         while total() > width {
             let costs = widths.indices.filter { widths[$0] > minimums[$0] }.map { i -> (Int, Int) in
@@ -216,7 +229,8 @@ public enum AsciiGraph {
 
     /// Places the boxes so each link is one straight line: where a router line links to a box,
     /// the box is moved to that line, or the router line down to the box (blank lines above it).
-    static func layout(left: [Box], router: Box, right: [Box]) -> [String] {
+    static func layout(left: [Box], router: Box, right: [Box], laid lay: (Box) -> Laid,
+                       onlyHeight: Bool = false) -> (lines: [String], height: Int) {
         let leftLaid = left.map(lay), rightLaid = right.map(lay)
         func offset(_ l: Laid) -> Int { 1 + (l.left.keys.min() ?? 0) }   // its link line, below the top border
         let r = lay(router)
@@ -246,6 +260,7 @@ public enum AsciiGraph {
         for i in leftTop.indices where leftTop[i] == nil { leftTop[i] = nextLeft; nextLeft += leftLaid[i].lines.count + 2 }
         for i in rightTop.indices where rightTop[i] == nil { rightTop[i] = nextRight; nextRight += rightLaid[i].lines.count + 2 }
 
+        if onlyHeight { return ([], max(routerLines.count + 2, nextLeft, nextRight)) }
         let leftWidth = left.isEmpty ? 0 : left[0].width + 4 + gap
         let routerX = leftWidth, rightX = routerX + router.width + 4 + gap
         let routerDrawn = draw(router, routerLines)
@@ -265,7 +280,7 @@ public enum AsciiGraph {
             let x = l.side < 0 ? routerX - gap : rightX - gap
             put(String(repeating: l.bundle ? "=" : "-", count: gap), l.row, x)
         }
-        return canvas.map { String($0).replacingTrailingSpaces() }
+        return (canvas.map { String($0).replacingTrailingSpaces() }, height)
     }
 }
 
