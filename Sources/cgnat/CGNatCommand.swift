@@ -12,7 +12,7 @@ struct CGNatCommand: ParsableCommand {
             main (the router), main:up, main:blue, main:red (its routing domains). Each lab lives in \
             namespaces named <lab>-<part>; `cgnat status` shows which namespace is behind each context.
             """,
-        subcommands: [Up.self, Down.self, Status.self, Check.self, Exec.self, Shell.self, Tmux.self, Events.self, Render.self, Trace.self, Validate.self])
+        subcommands: [Up.self, Down.self, Status.self, Check.self, Exec.self, Shell.self, Tmux.self, Events.self, Render.self, Trace.self, Validate.self, Graph.self])
 }
 
 struct LabOptions: ParsableArguments {

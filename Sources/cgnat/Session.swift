@@ -58,16 +58,26 @@ struct Tmux: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Open (or re-attach to) a tmux session with a shell per context, events and traces (root).",
         discussion: """
-            Brings the lab up first if it is not. Prefix ctrl-a; ctrl-a d asks whether to destroy the lab \
+            Brings the lab up first if it is not. A lab with more than \(LabScale.detailLimit) subscribers gets \
+            windows for the router contexts and the uplink, and a `subscribers` window (ctrl-a s) whose menu \
+            opens a subscriber's shell in a window of its own. Prefix ctrl-a; ctrl-a d asks whether to destroy the lab \
             (yes: the session ends and the lab goes down); ctrl-a D detaches. The session runs on a tmux \
             server of its own: tmux -L cgnat-LAB attach.
             """)
 
     @OptionGroup var options: LabOptions
     @Flag(help: "Create the session without attaching (for scripts).") var detached = false
+    /// The menu of the `subscribers` window (a large lab's session runs it there).
+    @Flag(help: .hidden) var chooser = false
 
     func run() throws {
         let name = try options.validatedName()
+        if chooser {
+            let lab = Lab.seed(name: name)
+            let backend = (try? LabControl.runningBackend(lab: name)) ?? .netns
+            SubscriberChooser(lab: lab, backend: backend).run(session: TmuxSession(lab: lab, backend: backend, cgnat: Spawn.selfPath))
+            return
+        }
         do {
             try LabControl.requireRoot("cgnat tmux")
             guard access("/usr/bin/tmux", X_OK) == 0 || access("/bin/tmux", X_OK) == 0 else {
@@ -82,7 +92,7 @@ struct Tmux: ParsableCommand {
                 backend = r.plan.backend
                 Output.line("lab \(name) is up (\(backend.rawValue) backend: \(why))")
             }
-            let session = TmuxSession(lab: name, contexts: Lab.seed(name: name).contexts(backend: backend), cgnat: Spawn.selfPath)
+            let session = TmuxSession(lab: Lab.seed(name: name), backend: backend, cgnat: Spawn.selfPath)
             if !session.exists() { try session.create() }
             if detached {
                 Output.line("tmux session \(session.sessionName) is ready: tmux -L \(session.socketName) attach")

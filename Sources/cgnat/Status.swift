@@ -4,12 +4,14 @@ import Glibc
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show what is up, per context: namespace, interfaces, addresses, routes, rules, conntrack (root).")
+        abstract: "Show what is up, per context: namespace, interfaces, addresses, routes, rules, conntrack (root).",
+        discussion: "A lab with more than \(LabScale.detailLimit) subscribers in a domain is summarised per domain (hosts, links up, addresses, conntrack entries, and the hosts that fall short by name); --context, --full and --json show everything.")
 
     @OptionGroup var options: LabOptions
     @Flag(help: "JSON output.") var json = false
     @Flag(help: "Only say whether the lab is up (exit 0) or not (exit 1).") var brief = false
     @Option(help: "Show one context only.") var context: String?
+    @Flag(help: "Every context in full, also for a lab whose subscribers are otherwise summarised per domain.") var full = false
 
     func run() throws {
         let name = try options.validatedName()
@@ -20,9 +22,10 @@ struct Status: ParsableCommand {
             Output.line("lab \(name) is up (\(backend.rawValue) backend)"); Output.flush()
             return
         }
+        let lab = Lab.seed(name: name)
         let report: LabStatus.Report
-        do { report = try LabStatus.read(lab: Lab.seed(name: name), only: context) } catch { fail("\(error)") }
-        if json { Output.line(StatusFormat.json(report).serialized()) } else { Output.write(StatusFormat.text(report)) }
+        do { report = try LabStatus.read(lab: lab, only: context) } catch { fail("\(error)") }
+        if json { Output.line(StatusFormat.json(report).serialized()) } else { Output.write(StatusFormat.text(report, lab: lab, full: full)) }
         Output.flush()
     }
 }

@@ -21,7 +21,7 @@ struct TmuxTests {
     }
 
     @Test func sessionHasAShellInEveryContext() throws {
-        let name = testLabName("tmux")
+        let name = testLabName("graph-tmux")
         defer {
             _ = try? cgnat(["down", "--lab", name])
             _ = try? tmux(name, ["kill-server"])
@@ -62,6 +62,28 @@ struct TmuxTests {
         #expect(prefix.contains("C-a"))
         let status = try tmux(name, ["show-options", "-g", "status-right"])
         #expect(status.contains("C-a D detach"))
+
+        // The subscriber chooser (a large lab's `subscribers` window) works on any lab: run it in a
+        // window, pick domain 1, its subscriber 2, and that subscriber's shell opens in a new window.
+        let domain = lab.router.subscribers[0]
+        let pick = lab.hosts(in: domain.name)[1]
+        _ = try tmux(name, ["kill-window", "-t", "\(name):\(pick.name)"])
+        _ = try tmux(name, ["new-window", "-t", "\(name):", "-n", "chooser", "\(cgnatBinary) tmux --lab \(name) --chooser"])
+        let menu = try waitFor("\(name):chooser", "number: a domain")
+        #expect(menu.contains("   1  \(domain.name)  "), "the domains, numbered:\n\(menu)")
+        _ = try tmux(name, ["send-keys", "-t", "\(name):chooser", "1", "Enter"])
+        let list = try waitFor("\(name):chooser", "\(domain.name): ")
+        #expect(list.contains("   2 \(pick.name) "), "the domain's subscribers, numbered:\n\(list)")
+        _ = try tmux(name, ["send-keys", "-t", "\(name):chooser", "2", "Enter"])
+        let opened = try waitFor("\(name):\(pick.name)", "[\(name) \(pick.name)]")
+        #expect(opened.contains("[\(name) \(pick.name)]"), "a shell in \(pick.name): \(opened)")
+        let current = try tmux(name, ["display-message", "-p", "-t", name, "#{window_name}"])
+        #expect(current.hasPrefix(pick.name), "the new window is the current one: \(current)")
+        // A name opens the context's existing window instead of a second one.
+        _ = try tmux(name, ["send-keys", "-t", "\(name):chooser", lab.router.name, "Enter"])
+        usleep(500_000)
+        let all = try tmux(name, ["list-windows", "-t", name, "-F", "#{window_name}"]).split(separator: "\n")
+        #expect(all.filter { $0 == lab.router.name }.count == 1 && all.filter { $0 == pick.name }.count == 1, "\(all)")
 
         // Running it again re-uses the session.
         let again = try cgnat(["tmux", "--lab", name, "--detached"])
