@@ -174,10 +174,19 @@ func problems(_ name: String) throws -> [String] {
         ])
     }
 
-    @Test func natPoolAndPortBlocksAreNotSupportedYet() throws {
+    @Test func natPolicyMistakes() throws {
         #expect(try problems("nat-pool.yaml") == [
-            "nat-pool.yaml:8:5: router.nat.pool: 'pool' is not supported yet (NAT pools and port blocks come with a later version); remove it; the NAT policy takes inside and public today",
-            "nat-pool.yaml:9:5: router.nat.port_blocks: 'port_blocks' is not supported yet (NAT pools and port blocks come with a later version); remove it; the NAT policy takes inside and public today",
+            "nat-pool.yaml:7:13: router.nat.public: the NAT policy has both 'public' and 'pool'; keep one: a single public address is a pool of one",
+            "nat-pool.yaml:9:14: router.nat.mapping: unknown mapping 'cone'; use port-blocks (endpoint-independent, the default) or random (fully-random ports: address-and-port-dependent)",
+            "nat-pool.yaml:10:77: router.nat.port_blocks.per_subcriber: unknown key 'per_subcriber' in the port blocks; did you mean 'per_subscriber'?",
+            "nat-pool.yaml:10:64: router.nat.port_blocks.inside_range: inside_range 10.0.0.0/24 is not within the inside prefix 100.64.0.0/10; write an IPv4 prefix inside 100.64.0.0/10",
+            "nat-pool.yaml:10:38: router.nat.port_blocks.ports: '1024-70000' is not a port range; write LOW-HIGH within 1-65535, e.g. 1024-65535",
+        ])
+    }
+
+    @Test func poolTooSmallForItsBlocksNamesTheNumbers() throws {
+        #expect(try problems("nat-small-pool.yaml") == [
+            "nat-small-pool.yaml:8:18: router.nat.port_blocks: port blocks: pool too small: 2 domain(s) x 256 inside addresses = 512 subscribers x 1024 ports need 524288 ports, but 1 public address(es) x 64512 ports give 64512; add public addresses, narrow the inside range, or make blocks smaller (at most 126 ports each); the blocks of every domain id up to 2 x 256 inside addresses must fit the pool",
         ])
     }
 

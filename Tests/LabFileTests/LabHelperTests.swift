@@ -43,8 +43,11 @@ import Testing
         let r = try run("cgnat-lab", ["resolve", fixture("nat-pool.yaml")])
         #expect(r.status == 1 && r.out.isEmpty)
         #expect(r.err.split(separator: "\n").map(String.init) == [
-            "\(fixture("nat-pool.yaml")):8:5: router.nat.pool: 'pool' is not supported yet (NAT pools and port blocks come with a later version); remove it; the NAT policy takes inside and public today",
-            "\(fixture("nat-pool.yaml")):9:5: router.nat.port_blocks: 'port_blocks' is not supported yet (NAT pools and port blocks come with a later version); remove it; the NAT policy takes inside and public today",
+            "\(fixture("nat-pool.yaml")):7:13: router.nat.public: the NAT policy has both 'public' and 'pool'; keep one: a single public address is a pool of one",
+            "\(fixture("nat-pool.yaml")):9:14: router.nat.mapping: unknown mapping 'cone'; use port-blocks (endpoint-independent, the default) or random (fully-random ports: address-and-port-dependent)",
+            "\(fixture("nat-pool.yaml")):10:77: router.nat.port_blocks.per_subcriber: unknown key 'per_subcriber' in the port blocks; did you mean 'per_subscriber'?",
+            "\(fixture("nat-pool.yaml")):10:64: router.nat.port_blocks.inside_range: inside_range 10.0.0.0/24 is not within the inside prefix 100.64.0.0/10; write an IPv4 prefix inside 100.64.0.0/10",
+            "\(fixture("nat-pool.yaml")):10:38: router.nat.port_blocks.ports: '1024-70000' is not a port range; write LOW-HIGH within 1-65535, e.g. 1024-65535",
         ])
     }
 

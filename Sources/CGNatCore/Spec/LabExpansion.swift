@@ -153,6 +153,11 @@ private struct Expanding {
                                                 addresses: uplinkAddresses, gateways: gateways),
                            subscribers: domains.map(\.model), nat: nat),
             hosts: hosts.map(\.model), expectations: expectations, origin: origin)
+        if let policy = lab.portBlockPolicy, let problem = policy.problems().first {
+            report(router.nat.portBlocks?.at ?? router.nat.at, "port blocks: \(problem)",
+                   "the blocks of every domain id up to \(policy.maxDomainID) x \(policy.insideCount) inside addresses must fit the pool")
+            return nil
+        }
         do { try lab.validate() } catch {
             report(spec.at, "\(error)", "fix what it names; cgnat's own model check caught what the file checks did not")
             return nil
@@ -162,20 +167,56 @@ private struct Expanding {
 
     mutating func natPolicy(_ n: NATSpec, _ uplink: [IPPrefix]) -> NATPolicy? {
         let inside = network(n.inside)
-        let pub = address(n.publicAddress)
         if let inside, inside.family != .v4 {
             report(n.inside.at, "the NAT translates IPv4; '\(n.inside.value)' is IPv6", "write the subscribers' IPv4 prefix, e.g. 100.64.0.0/10 (IPv6 is routed)")
         }
-        if let pub {
+        var pool: [IPPrefix] = []
+        if let p = n.publicAddress, let pub = address(p) {
             if pub.family != .v4 {
-                report(n.publicAddress.at, "the NAT's public address must be IPv4; '\(n.publicAddress.value)' is IPv6", "write one of the uplink's IPv4 addresses")
+                report(p.at, "the NAT's public address must be IPv4; '\(p.value)' is IPv6", "write one of the uplink's IPv4 addresses")
             } else if !uplink.isEmpty, !uplink.contains(where: { $0.address == pub }) {
-                report(n.publicAddress.at, "public address \(pub) is none of the uplink's addresses (\(list(uplink)))",
-                       "use one of them, or add \(pub) with its prefix length to router.uplink.addresses")
+                report(p.at, "public address \(pub) is none of the uplink's addresses (\(list(uplink)))",
+                       "use one of them, add \(pub) with its prefix length to router.uplink.addresses, or put it in a pool routed to the router")
             }
+            pool = [IPPrefix(pub, 32)]
         }
-        guard let inside, let pub else { return nil }
-        return NATPolicy(inside: inside, publicAddress: pub)
+        for p in n.pool ?? [] {
+            // A pool entry is an address or a prefix; a prefix must be its network (198.51.100.0/28).
+            let text = p.value.contains("/") ? p.value : p.value + (p.value.contains(":") ? "/128" : "/32")
+            guard let prefix = IPPrefix(text) else {
+                report(p.at, "'\(p.value)' is not an IPv4 address or prefix", "write e.g. 198.51.100.1 or 198.51.100.0/28")
+                continue
+            }
+            if prefix.family != .v4 { report(p.at, "the pool must be IPv4; '\(p.value)' is IPv6", "IPv6 is routed, not translated") }
+            else if prefix.network != prefix { report(p.at, "'\(p.value)' is not the network of its prefix", "write \(prefix.network)") }
+            else { pool.append(prefix) }
+        }
+        var mapping = NATPolicy.Mapping.portBlocks(.init())
+        if n.mapping?.value == "random" {
+            if let b = n.portBlocks { report(b.at, "port_blocks with mapping random", "remove port_blocks, or use mapping: port-blocks") }
+            mapping = .random
+        } else if let b = n.portBlocks {
+            var blocks = NATPolicy.PortBlocks()
+            if let r = b.insideRange, let range = network(r) {
+                if range.family != .v4 || !(inside.map { $0.length <= range.length && $0.contains(range.address) } ?? true) {
+                    report(r.at, "inside_range \(range) is not within the inside prefix \(n.inside.value)", "write an IPv4 prefix inside \(n.inside.value)")
+                } else { blocks.insideRange = range }
+            }
+            if let p = b.ports {
+                let parts = p.value.split(separator: "-").map { UInt16(String($0.filter { $0 != " " })) }
+                if parts.count == 2, let lo = parts[0], let hi = parts[1], lo >= 1, lo <= hi { blocks.ports = lo...hi }
+                else { report(p.at, "'\(p.value)' is not a port range", "write LOW-HIGH within 1-65535, e.g. 1024-65535") }
+            }
+            if let z = b.size {
+                if (1...65535).contains(z.value) { blocks.blockSize = z.value } else { report(z.at, "block size \(z.value) is not 1-65535", "write the ports per block, e.g. 512") }
+            }
+            if let k = b.perSubscriber {
+                if (1...65535).contains(k.value) { blocks.blocksPerSubscriber = k.value } else { report(k.at, "\(k.value) blocks per subscriber", "write at least 1") }
+            }
+            mapping = .portBlocks(blocks)
+        }
+        guard let inside, !pool.isEmpty else { return nil }
+        return NATPolicy(inside: inside, pool: pool, mapping: mapping)
     }
 
     // MARK: Domains

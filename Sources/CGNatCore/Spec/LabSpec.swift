@@ -26,11 +26,23 @@ public struct UplinkSpec: Equatable, Sendable {
     public var at: SpecPlace
 }
 
-/// The NAT policy as the model has it today. `pool` and `port_blocks` are reserved keys: the
-/// decoder names them as not supported yet instead of ignoring them.
+/// The NAT policy: `public` (one of the uplink's addresses) or `pool` (addresses the uplink
+/// routes to the router), the mapping, and its port blocks.
 public struct NATSpec: Equatable, Sendable {
     public var inside: Placed<String>
-    public var publicAddress: Placed<String>
+    public var publicAddress: Placed<String>?
+    public var pool: [Placed<String>]?
+    public var mapping: Placed<String>?
+    public var portBlocks: PortBlocksSpec?
+    public var at: SpecPlace
+}
+
+public struct PortBlocksSpec: Equatable, Sendable {
+    public var insideRange: Placed<String>?
+    /// "LOW-HIGH".
+    public var ports: Placed<String>?
+    public var size: Placed<Int>?
+    public var perSubscriber: Placed<Int>?
     public var at: SpecPlace
 }
 

@@ -20,9 +20,9 @@ public enum LabSpecDecoder {
         public static let lab = ["name", "router", "uplink_hosts", "domains", "expectations"]
         public static let router = ["name", "uplink", "nat"]
         public static let uplink = ["name", "interface", "addresses", "gateways"]
-        public static let nat = ["inside", "public"]
-        /// Reserved for the NAT policy of issue 9: named, not silently ignored.
-        public static let natReserved = ["pool", "port_blocks"]
+        public static let nat = ["inside", "public", "pool", "mapping", "port_blocks"]
+        public static let portBlocks = ["inside_range", "ports", "size", "per_subscriber"]
+        public static let mappings = ["port-blocks", "random"]
         public static let domain = ["count", "name", "id", "bridge", "addresses", "routed", "hosts", "subscribers"]
         public static let host = ["name", "interface", "addresses", "loopback", "routes"]
         public static let route = ["to", "via", "src"]
@@ -224,11 +224,29 @@ private struct Decoding {
     }
 
     mutating func nat(_ node: SpecNode, _ at: SpecPlace) -> NATSpec? {
-        guard let f = fields(node, at, LabSpecDecoder.Keys.nat, what: "the NAT policy", reserved: LabSpecDecoder.Keys.natReserved) else { return nil }
+        guard let f = fields(node, at, LabSpecDecoder.Keys.nat, what: "the NAT policy") else { return nil }
         let inside = string(f, "inside", what: "the IPv4 prefix translated (e.g. 100.64.0.0/10)")
-        let pub = string(f, "public", what: "the public IPv4 address (one of the uplink's)")
-        guard let inside, let pub else { return nil }
-        return NATSpec(inside: inside, publicAddress: pub, at: at)
+        let pub = string(f, "public", required: false, what: "the public IPv4 address (one of the uplink's)")
+        let pool = strings(f, "pool", required: false, what: "public IPv4 addresses or prefixes routed to the router")
+        if pub == nil && pool == nil {
+            report(at, "the NAT policy has neither 'public' nor 'pool'", "add public: ADDRESS (one of the uplink's) or pool: [PREFIX, ...] (routed to the router by the uplink)")
+        } else if let pub, pool != nil {
+            report(pub.at, "the NAT policy has both 'public' and 'pool'", "keep one: a single public address is a pool of one")
+        }
+        let mapping = string(f, "mapping", required: false, what: "port-blocks or random")
+        if let m = mapping, !LabSpecDecoder.Keys.mappings.contains(m.value) {
+            report(m.at, "unknown mapping '\(m.value)'", "use port-blocks (endpoint-independent, the default) or random (fully-random ports: address-and-port-dependent)")
+        }
+        var blocks: PortBlocksSpec?
+        if let (n, a) = f["port_blocks"], let g = fields(n, a, LabSpecDecoder.Keys.portBlocks, what: "the port blocks") {
+            blocks = PortBlocksSpec(
+                insideRange: string(g, "inside_range", required: false, what: "the inside IPv4 prefix every domain's blocks cover"),
+                ports: string(g, "ports", required: false, what: "a port range such as 1024-65535"),
+                size: int(g, "size", required: false, what: "ports per block"),
+                perSubscriber: int(g, "per_subscriber", required: false, what: "blocks per subscriber"), at: a)
+        }
+        guard let inside else { return nil }
+        return NATSpec(inside: inside, publicAddress: pub, pool: pool, mapping: mapping, portBlocks: blocks, at: at)
     }
 
     mutating func domain(_ node: SpecNode, _ at: SpecPlace) -> DomainSpec? {
