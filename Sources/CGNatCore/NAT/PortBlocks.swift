@@ -119,3 +119,16 @@ public struct PortBlockPolicy: Equatable, Sendable {
         IPAddress(family: .v4, bytes: [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)])
     }
 }
+
+/// Conntrack timers of the router, set in the namespace that does the NAT (they are per
+/// namespace) and shown by `render`: UDP mappings live at least 2 minutes, also unreplied ones
+/// (RFC 4787 REQ-5: the kernel's default for those is 30 s); ICMP query mappings 60 s (RFC 5508
+/// REQ-9 hint); TCP established at least 2 h 4 min (RFC 5382 REQ-5; the default 5 days is kept).
+public enum NATTimers {
+    public static let sysctls: [(key: String, value: String)] = [
+        ("net.netfilter.nf_conntrack_udp_timeout", "120"),
+        ("net.netfilter.nf_conntrack_udp_timeout_stream", "120"),
+        ("net.netfilter.nf_conntrack_icmp_timeout", "60"),
+        ("net.netfilter.nf_conntrack_tcp_timeout_established", "432000"),
+    ]
+}

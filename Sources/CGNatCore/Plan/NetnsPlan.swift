@@ -129,6 +129,7 @@ extension Plan {
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
         // Start and stop times for the NAT mapping log; must be on before flows exist.
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))
+        for t in NATTimers.sysctls { steps.append(.sysctl(namespace: main, key: t.key, value: t.value)) }
 
         return Plan(lab: lab, backend: .netns, steps: steps.steps, contexts: lab.contexts(backend: .netns), ruleset: ruleset)
     }

@@ -91,6 +91,7 @@ extension Plan {
             })))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))
+        for t in NATTimers.sysctls { steps.append(.sysctl(namespace: main, key: t.key, value: t.value)) }
         return Plan(lab: lab, backend: .vrf, steps: steps.steps, contexts: lab.contexts(backend: .vrf), ruleset: ruleset)
     }
 }
