@@ -21,7 +21,10 @@ struct Status: ParsableCommand {
             return
         }
         let report: LabStatus.Report
-        do { report = try LabStatus.read(lab: Lab.seed(name: name), only: context) } catch { fail("\(error)") }
+        do {
+            try LabControl.requireRoot("cgnat status")
+            report = try LabStatus.read(RunningLab.open(name: name), only: context)
+        } catch { fail("\(error)") }
         if json { Output.line(StatusFormat.json(report).serialized()) } else { Output.write(StatusFormat.text(report)) }
         Output.flush()
     }

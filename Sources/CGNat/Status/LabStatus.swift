@@ -26,11 +26,21 @@ public enum LabStatus {
         public var lab: String
         public var backend: Backend
         public var contexts: [ContextStatus]
+        /// The lab file the lab was built from (nil: the embedded default).
+        public var origin: String? = nil
+        /// Router contexts holding a trace table no running trace owns.
+        public var leftoverTrace: [String] = []
     }
 
     public static func read(lab: Lab, only: String? = nil) throws -> Report {
         try LabControl.requireRoot("cgnat status")
-        let backend = try LabControl.runningBackend(lab: lab.name)
+        return try read(RunningLab.adopt(lab), only: only)
+    }
+
+    public static func read(_ running: RunningLab, only: String? = nil) throws -> Report {
+        try LabControl.requireRoot("cgnat status")
+        let lab = running.lab
+        let backend = running.backend
         var contexts = lab.contexts(backend: backend)
         if let only {
             guard let c = contexts.first(where: { $0.name == only }) else {
@@ -40,7 +50,7 @@ public enum LabStatus {
         }
         var out: [ContextStatus] = []
         for ctx in contexts {
-            let (_, fd) = try LabControl.open(context: ctx.name, lab: lab)
+            let (_, fd) = try running.open(context: ctx.name)
             defer { close(fd) }
             let showsConntrack = ctx.kind == .router
             let s: ContextStatus = try NetNamespace.run(in: fd) {
@@ -82,7 +92,8 @@ public enum LabStatus {
             }
             out.append(s)
         }
-        return Report(lab: lab.name, backend: backend, contexts: out)
+        return Report(lab: lab.name, backend: backend, contexts: out, origin: lab.origin,
+                      leftoverTrace: TraceSession.leftoverTables(running))
     }
 
     static func describe(_ r: Route, names: [Int32: String]) -> String {

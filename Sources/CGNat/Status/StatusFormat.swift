@@ -2,7 +2,10 @@ import Netlink
 
 public enum StatusFormat {
     public static func text(_ r: LabStatus.Report) -> String {
-        var out = "lab \(r.lab): up, \(r.backend.rawValue) backend\n"
+        var out = "lab \(r.lab): up, \(r.backend.rawValue) backend, from \(r.origin ?? "the built-in default lab")\n"
+        for c in r.leftoverTrace {
+            out += "warning: \(c) holds a table inet \(TraceTable.name) left by a killed trace (the next trace or down removes it)\n"
+        }
         for c in r.contexts {
             out += "\n\(c.context.name)  (namespace \(c.context.namespace)" + (c.context.vrf.map { ", vrf \($0)" } ?? "") + ")\n"
             for i in c.interfaces {
@@ -28,6 +31,8 @@ public enum StatusFormat {
         .object([
             ("lab", .string(r.lab)),
             ("backend", .string(r.backend.rawValue)),
+            ("origin", JSON(r.origin)),
+            ("leftover_trace_tables", .array(r.leftoverTrace.map { .string($0) })),
             ("contexts", .array(r.contexts.map { c in
                 var fields: [(String, JSON)] = [
                     ("name", .string(c.context.name)),
