@@ -19,6 +19,7 @@ struct Up: ParsableCommand {
     @Option(help: .hidden) var failBeforeStep: Int?
     @Option(help: .hidden) var crashAfterStep: Int?
     @Option(help: .hidden) var stepDelayMs: Int = 0
+    @Option(help: .hidden) var crashBeforeMount: Int?
 
     func validate() throws {
         if let f = failBeforeStep, f < 0 { throw ValidationError("--fail-before-step must be 0 or more") }
@@ -37,7 +38,8 @@ struct Up: ParsableCommand {
             let (chosen, why) = try backend.resolve()
             let result = try LabControl.up(
                 lab, backend: chosen,
-                faults: .init(failBeforeStep: failBeforeStep, crashAfterStep: crashAfterStep, stepDelayMilliseconds: stepDelayMs))
+                faults: .init(failBeforeStep: failBeforeStep, crashAfterStep: crashAfterStep, stepDelayMilliseconds: stepDelayMs,
+                               crashBeforeMount: crashBeforeMount))
             let plan = result.plan
             Output.line("lab \(name) is up (\(plan.backend.rawValue) backend: \(why); \(plan.namespaces.count) namespaces, \(plan.steps.count) steps, \(Int(result.milliseconds.rounded())) ms)")
             for c in plan.contexts {

@@ -39,6 +39,9 @@ public final class Applier {
     /// (what a kill -9 leaves), pause between steps (to interrupt an `up` in flight).
     public var failBeforeStep: Int?
     public var crashAfterStep: Int?
+    /// Die between recording the Nth new namespace's identity and mounting it (N from 0).
+    public var crashBeforeMount: Int?
+    private var namespacesStarted = 0
     public var stepDelayMilliseconds: Int = 0
     private var namespaces: [String: Namespace] = [:]
     private let plan: Plan
@@ -92,8 +95,11 @@ public final class Applier {
             var sysctlError: Error?
             let fd: Int32
             do {
+                let crash = crashBeforeMount == namespacesStarted
+                namespacesStarted += 1
                 fd = try NetNamespace.create(name, beforeMount: { id in
                     try record.append("ns \(name) \(id.device):\(id.inode)")
+                    if crash { _exit(9) }
                 }) { _ in
                     route = try RouteSocket()
                     do { for (k, v) in sysctls { try writeSysctl(k, v) } } catch { sysctlError = error }

@@ -21,10 +21,12 @@ public enum LabControl {
         public var failBeforeStep: Int?
         public var crashAfterStep: Int?
         public var stepDelayMilliseconds = 0
-        public init(failBeforeStep: Int? = nil, crashAfterStep: Int? = nil, stepDelayMilliseconds: Int = 0) {
+        public var crashBeforeMount: Int?
+        public init(failBeforeStep: Int? = nil, crashAfterStep: Int? = nil, stepDelayMilliseconds: Int = 0, crashBeforeMount: Int? = nil) {
             self.failBeforeStep = failBeforeStep
             self.crashAfterStep = crashAfterStep
             self.stepDelayMilliseconds = stepDelayMilliseconds
+            self.crashBeforeMount = crashBeforeMount
         }
     }
 
@@ -53,6 +55,7 @@ public enum LabControl {
         applier.failBeforeStep = faults.failBeforeStep
         applier.crashAfterStep = faults.crashAfterStep
         applier.stepDelayMilliseconds = faults.stepDelayMilliseconds
+        applier.crashBeforeMount = faults.crashBeforeMount
         do {
             try applier.apply(record: record)
         } catch {

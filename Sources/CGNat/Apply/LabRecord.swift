@@ -139,6 +139,9 @@ public final class LabRecord {
     /// record that is not complete was left by one that died.
     static func alreadyUp(_ lab: String) -> UsageError {
         guard let c = load(lab: lab) else { return UsageError("lab '\(lab)' is already up: run `cgnat down --lab \(lab)` first") }
+        if access(downMarkerPath(lab), F_OK) == 0 {
+            return UsageError("lab '\(lab)' was half taken down by a `down` that died: run `cgnat down --lab \(lab)` again")
+        }
         if !c.complete {
             let who = c.pid.map { " (process \($0) is gone)" } ?? ""
             return UsageError("lab '\(lab)' was left half-built by an `up` or `down` that died\(who): run `cgnat down --lab \(lab)` to clean it up")
