@@ -29,6 +29,8 @@ public final class EventStream {
     let dumper: ConntrackSocket
     public let log: MappingLog
     public private(set) var summary = Summary()
+    /// The event socket's drop counter at the last resync.
+    private var dropsSeen: UInt32 = 0
 
     /// Opens both sockets on a thread inside the namespace behind `namespaceFD`; the subscription
     /// is live when this returns.
@@ -92,7 +94,6 @@ public final class EventStream {
         let deadline = durationSeconds.map { monotonicMilliseconds() + $0 * 1000 }
         let step = "receive conntrack events"
         var done = false
-        var dropsSeen = socketDrops() ?? 0
         @discardableResult
         func emitRecord(_ r: MappingRecord) -> Bool {
             guard !done else { return false }
@@ -145,7 +146,7 @@ public final class EventStream {
             var (records, s) = log.resync(table, now: EventFormatter.realtimeNow())
             if let drops = socketDrops() {
                 s.droppedEvents = Int(drops &- dropsSeen)
-                dropsSeen = drops
+                dropsSeen = drops   // the socket is new at open: its counter starts at 0
             }
             emitResync(records, s, always: true)
             afterBatch()
