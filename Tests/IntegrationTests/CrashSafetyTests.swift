@@ -239,6 +239,37 @@ struct CrashSafetyTests {
         #expect(late.status != 0 && late.stderr.contains("not up"))
     }
 
+    /// VRF backend: the cgroups `exec` makes for a VRF are in the record before they exist, and
+    /// `down` killed at any point is finished by the next `down`, cgroups included.
+    @Test(.enabled(if: kernelHasVRF, "this kernel has no VRF driver (the VM run covers it)"))
+    func vrfCgroupsGoAfterAKilledDown() throws {
+        let name = "cgt-life-vcg\(getpid() % 10000)"
+        defer { _ = try? cgnat(["down", "--lab", name]) }
+        let root = try VRFBinding.cgroup2Root()
+        let lab = LabSource.default(name: name)
+        let domain = try #require(lab.router.subscribers.first?.name)
+        let cgroup = VRFBinding.cgroupPath(root: root, lab: name, vrf: domain)
+        var k = 0
+        while k < 60 {
+            let up = try cgnat(["up", "--lab", name, "--backend", "vrf"])
+            #expect(up.status == 0, "\(up.stderr)")
+            let exec = try cgnat(["exec", "--lab", name, "main:\(domain)", "--", "true"])
+            #expect(exec.status == 0, "\(exec.stderr)")
+            #expect(access(cgroup, F_OK) == 0 && LabRecord.load(lab: name)?.cgroups.contains(cgroup) == true)
+            let down = try cgnat(["down", "--lab", name, "--crash-after-step", "\(k)"])
+            if down.status == 0 { break }
+            #expect(down.status == 9, "crash point \(k): \(down.stderr)")
+            #expect(try cgnat(["down", "--lab", name]).status == 0)
+            let left = leftovers(of: name) + (access(cgroup, F_OK) == 0 ? [cgroup] : [])
+                + (access("\(root)/cgnat-\(name)", F_OK) == 0 ? ["\(root)/cgnat-\(name)"] : [])
+            #expect(left.isEmpty, "after down killed at \(k) and down: \(left)")
+            if !left.isEmpty { return }
+            k += 1
+        }
+        #expect(k > 5)
+        #expect(access(cgroup, F_OK) != 0)
+    }
+
     /// A pid in the record whose start time differs (the pid was reused) is not signalled.
     @Test func downDoesNotKillAReusedPid() throws {
         let name = "cgt-life-pid\(getpid() % 10000)"

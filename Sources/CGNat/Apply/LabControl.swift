@@ -44,6 +44,9 @@ public enum LabControl {
         let lock = try LabLock.acquire(lab: lab.name, .exclusive)
         defer { lock.release() }
         if LabRecord.load(lab: lab.name) != nil { throw LabRecord.alreadyUp(lab.name) }
+        // A `down` killed after it removed the record leaves its marker: nothing runs now (we
+        // hold the lock), so it is stale.
+        unlink(LabRecord.downMarkerPath(lab.name))
         // The resolved lab first, so every later command (and `down`) can read what is built.
         try LabRecord.storeLab(lab)
         let record: LabRecord

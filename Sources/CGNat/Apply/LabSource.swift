@@ -42,7 +42,9 @@ public enum LabSource {
             throw UsageError("\(helper) resolved \(file) into something cgnat cannot read (\(error)): are cgnat and cgnat-lab from the same build?")
         }
         try LabName.validate(lab.name)
-        if lab.origin == nil { lab.origin = file }
+        if lab.origin == nil {
+            if let abs = realpath(file, nil) { lab.origin = String(cString: abs); free(abs) } else { lab.origin = file }
+        }
         return lab
     }
 

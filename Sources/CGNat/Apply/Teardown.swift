@@ -59,7 +59,10 @@ public enum Teardown {
         let me = getpid()
         let registered = record.processes.filter { $0.process.pid != me && $0.process.alive }
         report.ended = registered
-        end(registered.map(\.process), grace: 1000)
+        // An interactive shell ignores SIGTERM; SIGHUP is what ends it (its terminal went away).
+        end(registered.map(\.process), grace: 1000, signal: { p in
+            registered.first { $0.process == p }?.role == "shell" ? SIGHUP : SIGTERM
+        })
         done()
 
         // Processes still inside keep a namespace alive after its name is gone (tmux shells,
@@ -117,9 +120,9 @@ public enum Teardown {
     }
 
     /// SIGTERM, then SIGKILL to what is still alive after `grace` ms.
-    static func end(_ processes: [ProcessStamp], grace: Int) {
+    static func end(_ processes: [ProcessStamp], grace: Int, signal: (ProcessStamp) -> Int32 = { _ in SIGTERM }) {
         guard !processes.isEmpty else { return }
-        for p in processes { kill(p.pid, SIGTERM) }
+        for p in processes { kill(p.pid, signal(p)) }
         let deadline = monotonicMilliseconds() + Double(grace)
         while monotonicMilliseconds() < deadline {
             if processes.allSatisfy({ !$0.alive }) { return }
