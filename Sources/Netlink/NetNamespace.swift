@@ -53,18 +53,36 @@ public enum NetNamespace {
         }
     }
 
-    /// Creates the namespace NAME and returns an open fd on it. `inside` runs on the creating
-    /// thread while it is in the new namespace (set sysctls, open sockets there). Fails with
-    /// EEXIST if the name is taken; on any failure nothing is left behind.
-    public static func create(_ name: String, inside: ((Int32) throws -> Void)? = nil) throws -> Int32 {
+    /// The name is held by something else (a namespace or a file): nothing was created.
+    public struct NameTaken: Error, CustomStringConvertible, Sendable {
+        public let path: String
+        public var description: String { "create \(path): File exists" }
+    }
+
+    /// Creates the namespace NAME and returns an open fd on it. `beforeMount` gets the new
+    /// namespace's identity after `unshare` and before the bind mount gives it the name, so a
+    /// caller can write it down first (a crash in between then leaves nothing it cannot prove is
+    /// its own). `inside` runs on the creating thread while it is in the new namespace (set
+    /// sysctls, open sockets there). Throws NameTaken if the name is taken; on any other failure
+    /// nothing is left behind.
+    public static func create(_ name: String, beforeMount: ((Identity) throws -> Void)? = nil,
+                              inside: ((Int32) throws -> Void)? = nil) throws -> Int32 {
         try prepareRunDirectory()
         let p = path(name)
         let marker = Glibc.open(p, O_RDONLY | O_CREAT | O_EXCL, 0)
-        guard marker >= 0 else { throw SystemError("create \(p)") }
+        guard marker >= 0 else {
+            if errno == EEXIST { throw NameTaken(path: p) }
+            throw SystemError("create \(p)")
+        }
         close(marker)
         do {
             return try OSThread.run {
                 guard cgn_unshare(cgn_clone_newnet()) == 0 else { throw SystemError("unshare a network namespace for \(name)") }
+                if let beforeMount {
+                    var st = stat()
+                    guard stat("/proc/thread-self/ns/net", &st) == 0 else { throw SystemError("stat the new namespace of \(name)") }
+                    try beforeMount(Identity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))
+                }
                 // /proc/thread-self, not /proc/self: only this thread is in the new namespace.
                 guard mount("/proc/thread-self/ns/net", p, "none", UInt(MS_BIND), nil) == 0 else {
                     throw SystemError("bind-mount the new namespace onto \(p)")
@@ -84,11 +102,40 @@ public enum NetNamespace {
     /// Removes the name (unmount and unlink). The kernel frees the namespace once nothing else
     /// (a process, an open fd, a socket) holds it.
     public static func delete(_ name: String) throws {
+        try unmount(name)
+        try unlinkName(name)
+    }
+
+    /// The two halves of `delete`, for callers that must survive a crash between them.
+    public static func unmount(_ name: String) throws {
         let p = path(name)
         if umount2(p, Int32(MNT_DETACH)) != 0 && errno != EINVAL && errno != ENOENT {
             throw SystemError("unmount \(p)")
         }
+    }
+
+    public static func unlinkName(_ name: String) throws {
+        let p = path(name)
         if unlink(p) != 0 && errno != ENOENT { throw SystemError("remove \(p)") }
+    }
+
+    /// What holds /run/netns/NAME: nothing, a mounted namespace, or a plain file (left by a
+    /// crash between creating the name and mounting, or between unmounting and unlinking).
+    public enum Occupant: Equatable, Sendable {
+        case none
+        case namespace(Identity)
+        /// A regular file that is not a mount; `empty` when it has no bytes (what cgnat and
+        /// iproute2 leave).
+        case plainFile(empty: Bool)
+        case other
+    }
+
+    public static func occupant(_ name: String) -> Occupant {
+        var st = stat()
+        guard lstat(path(name), &st) == 0 else { return .none }
+        if let id = identity(of: name) { return .namespace(id) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { return .other }
+        return .plainFile(empty: st.st_size == 0)
     }
 
     /// Opens /run/netns/NAME.

@@ -6,21 +6,36 @@ struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Prove every path of the lab: all probes run at once, one row each (root).",
         discussion: """
-            Rows: every example ping of the seed from every client where it applies; NAT seen from the far \
-            side (100.64.0.1 upstream; real IPv6 sources); blue_c1 and red_c1 sharing 100.64.0.1 and one \
-            source port, mapped to distinct ports; negative rows that look for the packet at the target. \
-            Exits 1 if any row fails.
+            Rows: every subscriber's gateway and NAT to the uplink, seen from the far side (the public \
+            address upstream; real IPv6 sources); subscribers of different domains that share an address and \
+            a source port, mapped to distinct ports; negative rows that look for the packet at the target; the \
+            lab file's own expectations. Exits 1 if any row fails, also if the lab goes down during the check.
             """)
 
     @OptionGroup var options: LabOptions
     @Flag(help: "One JSON object with every row.") var json = false
-    @Option(help: "How long a probe waits for an answer, in milliseconds.") var timeout: Int = 400
+    @Option(help: "How long a probe waits for an answer, in milliseconds (1-60000).") var timeout: Int = 400
+    /// Test hook: wait this long after registering, before probing (a check `down` can interrupt).
+    @Option(help: .hidden) var startDelayMs: Int = 0
+
+    func validate() throws {
+        guard CheckRun.timeoutRange.contains(timeout) else {
+            throw ValidationError("--timeout \(timeout) is out of range: give \(CheckRun.timeoutRange.lowerBound) to \(CheckRun.timeoutRange.upperBound) milliseconds")
+        }
+        guard (0...60_000).contains(startDelayMs) else { throw ValidationError("--start-delay-ms must be 0...60000") }
+    }
 
     func run() throws {
         let name = try options.validatedName()
         let report: CheckRun.Report
         do {
-            report = try CheckRun.run(lab: Lab.seed(name: name), timeoutMilliseconds: timeout)
+            try LabControl.requireRoot("cgnat check")
+            let running = try RunningLab.open(name: name)
+            // `down` ends us (SIGTERM): say the lab went down, never report a result.
+            LabGoneSignal.request()
+            try running.register("check")
+            if startDelayMs > 0 { usleep(useconds_t(startDelayMs) * 1000) }
+            report = try CheckRun.run(running, timeoutMilliseconds: timeout)
         } catch {
             fail("\(error)")
         }

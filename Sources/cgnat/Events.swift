@@ -30,7 +30,10 @@ struct Events: ParsableCommand {
 
     func validate() throws {
         if let count, count <= 0 { throw ValidationError("--count must be positive") }
-        if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+        // NaN compares false with everything: reject what is not a finite, positive, bounded time.
+        if let duration, !(duration.isFinite && duration > 0 && duration <= 31_536_000) {
+            throw ValidationError("--duration \(duration) is not a duration: give seconds, more than 0 and at most 31536000 (a year)")
+        }
     }
 
     func run() throws {
@@ -39,7 +42,24 @@ struct Events: ParsableCommand {
         // A reader that goes away (`| head`) ends us with SIGPIPE, as it does `conntrack -E`.
 
         let stream: EventStream
-        do { stream = try EventStream.open(lab: Lab.seed(name: name), contexts: contexts) } catch { fail("\(error)") }
+        let running: RunningLab
+        do {
+            try LabControl.requireRoot("cgnat events")
+            running = try RunningLab.open(name: name)
+            try running.register("events")
+            stream = try EventStream.open(running, contexts: contexts)
+        } catch { fail("\(error)") }
+        // Notice a `down` also without its SIGTERM (it may be slow to come): look at the record
+        // every second.
+        var nextLook = monotonicMilliseconds() + 1000
+        var gone = false
+        let stillUp: () -> Bool = {
+            if eventStreamStopRequested != 0 { gone = !running.stillUp; return false }
+            guard monotonicMilliseconds() >= nextLook else { return true }
+            nextLook = monotonicMilliseconds() + 1000
+            gone = !running.stillUp
+            return !gone
+        }
         let destination = !noDestination
         if !json {
             Output.line(EventFormatter.textHeader(destination: destination))
@@ -49,7 +69,8 @@ struct Events: ParsableCommand {
         do {
             // Flushed after every batch the socket hands over (and before each wait), so a pipe or
             // tmux sees each event as soon as it was read.
-            result = try stream.run(count: count, durationSeconds: duration, existing: existing, afterBatch: { Output.flush() }) { item in
+            result = try stream.run(count: count, durationSeconds: duration, existing: existing,
+                                    shouldStop: { !stillUp() }, afterBatch: { Output.flush() }) { item in
                 switch item {
                 case .record(let r):
                     Output.line(json ? EventFormatter.jsonLine(r, destination: destination)
@@ -62,10 +83,11 @@ struct Events: ParsableCommand {
                 }
             }
         } catch {
-            fail("\(error)")
+            fail(running.stillUp ? "\(error)" : "\(running.wentDown)")
         }
         stream.close()
         Output.flush()
+        if gone || (eventStreamStopRequested != 0 && !running.stillUp) { fail("\(running.wentDown)") }
         if summary {
             fputs("events: new \(result.new) update \(result.update) destroy \(result.destroy) resync \(result.resyncRecords) overruns \(result.overruns)\n", stderr)
         }

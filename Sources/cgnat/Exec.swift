@@ -6,17 +6,18 @@ import Netlink
 struct Exec: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command in a context of the lab (root); exits with the command's status.",
-        discussion: "Example: cgnat exec blue_c2 -- ping -I 192.0.2.2 192.0.2.1")
+        discussion: "Example: cgnat exec --lab LAB CONTEXT -- ping -c1 ADDRESS (`cgnat status` lists the contexts).")
 
     @OptionGroup var options: LabOptions
     @OptionGroup var target: ContextCommand
 
     func run() throws {
-        let name = try options.validatedName()
-        let argv = target.argv(verb: "exec")
+        let name: String, argv: [String]
         do {
+            (name, argv) = try target.resolve(verb: "exec", options: options)
             try LabControl.requireRoot("cgnat exec")
-            let (ctx, fd) = try LabControl.open(context: target.context, lab: Lab.seed(name: name))
+            let running = try RunningLab.open(name: name)
+            let (ctx, fd) = try running.open(context: target.context)
             try ContextEntry.enter(ctx, namespaceFD: fd, lab: name)
         } catch {
             fail("\(error)")

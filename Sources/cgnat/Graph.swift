@@ -13,22 +13,25 @@ struct Graph: ParsableCommand {
             --backend adds where each context lives on that backend (namespaces, VRFs, transfer links).
             """)
 
+    @Argument(help: "A lab file (YAML); else the lab of that name if it is up, else the built-in default.") var file: String?
     @OptionGroup var options: LabOptions
     @Option(help: "Output format: ascii, dot or svg.") var format: GraphFormat = .ascii
     @Option(help: "Also show the namespaces and VRFs of this backend (netns or vrf).") var backend: Backend?
     @Option(help: "Width of the ascii drawing in columns.") var width: Int = 100
 
     func validate() throws {
-        guard width >= 40 else { throw ValidationError("--width must be at least 40") }
+        guard (40...1000).contains(width) else { throw ValidationError("--width must be 40 to 1000 columns") }
     }
 
     /// The lab this command draws; the only place that chooses it.
-    func selectedLab() throws -> Lab { Lab.seed(name: try options.validatedName()) }
+    func selectedLab() throws -> Lab { try LabSource.forRendering(file: file, labOption: options.lab) }
 
     func run() throws {
         do {
             Output.write(try Graph.render(try selectedLab(), format: format, backend: backend, width: width))
             Output.flush()
+        } catch let e as LabSource.Invalid {
+            failDiagnostics(e)
         } catch {
             fail("\(error)")
         }

@@ -4,16 +4,27 @@ import CGNat
 struct Render: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the lab as the equivalent shell script (ip, sysctl, nft); needs no root.",
-        discussion: "The ruleset in the script is the one `up` loads. Run the script as root to build the same lab by hand.")
+        discussion: """
+            The lab: FILE if given (read by cgnat-lab), else the lab of that name if it is up, else the \
+            built-in default. The ruleset in the script is the one `up` loads. Run the script as root to build \
+            the same lab by hand.
+            """)
 
+    @Argument(help: "A lab file (YAML).") var file: String?
     @OptionGroup var options: LabOptions
     @Option(help: "Backend to render (netns or vrf).") var backend: Backend = .netns
     @Flag(help: "Print the teardown instead.") var down = false
     @Flag(help: "Print only the nftables ruleset.") var ruleset = false
 
     func run() throws {
-        let name = try options.validatedName()
-        let plan = try Planner.plan(Lab.seed(name: name), backend: backend)
+        let plan: Plan
+        do {
+            plan = try Planner.plan(LabSource.forRendering(file: file, labOption: options.lab), backend: backend)
+        } catch let e as LabSource.Invalid {
+            failDiagnostics(e)
+        } catch {
+            fail("\(error)")
+        }
         if ruleset { Output.write(plan.ruleset.text) }
         else { Output.write(down ? ShellRenderer.renderDown(plan) : ShellRenderer.render(plan)) }
         Output.flush()

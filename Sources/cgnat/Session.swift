@@ -8,14 +8,17 @@ struct Shell: ParsableCommand {
         abstract: "An interactive shell in one context; prompt and hostname say where it is (root).")
 
     @OptionGroup var options: LabOptions
-    @Argument(help: "Context: uplink, blue_c1, blue_c2, red_c1, main, main:up, main:blue, main:red.") var context: String
+    @Argument(help: "Context: a host, main (the router) or main:DOMAIN; `cgnat status` lists them.") var context: String
 
     func run() throws {
         let name = try options.validatedName()
         let shell = access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh"
         do {
             try LabControl.requireRoot("cgnat shell")
-            let (ctx, fd) = try LabControl.open(context: context, lab: Lab.seed(name: name))
+            let running = try RunningLab.open(name: name)
+            let (ctx, fd) = try running.open(context: context)
+            // The shell keeps this pid (exec): `down` ends it with the lab.
+            try running.register("shell")
             try ContextEntry.enter(ctx, namespaceFD: fd, lab: name)
             // Own UTS namespace: the hostname names the context, without touching the host's.
             if cgn_unshare(cgn_clone_newuts()) == 0 { _ = sethostname(ctx.name, ctx.name.utf8.count) }
@@ -73,9 +76,10 @@ struct Tmux: ParsableCommand {
     func run() throws {
         let name = try options.validatedName()
         if chooser {
-            let lab = Lab.seed(name: name)
-            let backend = (try? LabControl.runningBackend(lab: name)) ?? .netns
-            SubscriberChooser(lab: lab, backend: backend).run(session: TmuxSession(lab: lab, backend: backend, cgnat: Spawn.selfPath))
+            let running: RunningLab
+            do { running = try RunningLab.open(name: name) } catch { fail("\(error)") }
+            SubscriberChooser(lab: running.lab, backend: running.backend)
+                .run(session: TmuxSession(lab: running.lab, backend: running.backend, cgnat: Spawn.selfPath))
             return
         }
         do {
@@ -83,16 +87,14 @@ struct Tmux: ParsableCommand {
             guard access("/usr/bin/tmux", X_OK) == 0 || access("/bin/tmux", X_OK) == 0 else {
                 throw UsageError("tmux is not installed: apt-get install tmux")
             }
-            let backend: Backend
-            if let b = try? LabControl.runningBackend(lab: name) {
-                backend = b
-            } else {
+            if LabRecord.load(lab: name) == nil {
+                // Not up (no record at all): bring up the default lab of that name.
                 let (chosen, why) = try BackendChoice.auto.resolve()
-                let r = try LabControl.up(Lab.seed(name: name), backend: chosen)
-                backend = r.plan.backend
-                Output.line("lab \(name) is up (\(backend.rawValue) backend: \(why))")
+                let r = try LabControl.up(LabSource.default(name: name), backend: chosen)
+                Output.line("lab \(name) is up (\(r.plan.backend.rawValue) backend: \(why))")
             }
-            let session = TmuxSession(lab: Lab.seed(name: name), backend: backend, cgnat: Spawn.selfPath)
+            let running = try RunningLab.open(name: name)
+            let session = TmuxSession(lab: running.lab, backend: running.backend, cgnat: Spawn.selfPath)
             if !session.exists() { try session.create() }
             if detached {
                 Output.line("tmux session \(session.sessionName) is ready: tmux -L \(session.socketName) attach")

@@ -22,10 +22,13 @@ struct Status: ParsableCommand {
             Output.line("lab \(name) is up (\(backend.rawValue) backend)"); Output.flush()
             return
         }
-        let lab = Lab.seed(name: name)
         let report: LabStatus.Report
-        do { report = try LabStatus.read(lab: lab, only: context) } catch { fail("\(error)") }
-        if json { Output.line(StatusFormat.json(report).serialized()) } else { Output.write(StatusFormat.text(report, lab: lab, full: full)) }
+        do {
+            try LabControl.requireRoot("cgnat status")
+            let running = try RunningLab.open(name: name)
+            report = try LabStatus.read(running, only: context)
+            if json { Output.line(StatusFormat.json(report).serialized()) } else { Output.write(StatusFormat.text(report, lab: running.lab, full: full)) }
+        } catch { fail("\(error)") }
         Output.flush()
     }
 }

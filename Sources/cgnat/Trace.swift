@@ -6,7 +6,7 @@ struct Trace: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command in a context and show each of its packets' path through the router (root).",
         discussion: """
-            Example: cgnat trace blue_c2 -- ping -c1 192.0.2.1
+            Example: cgnat trace CONTEXT -- ping -c1 ADDRESS
             Adds a temporary table `inet cgnat_trace` to every router namespace that switches nftables \
             tracing on for the command's packets (chosen by headers: the context's addresses and the \
             addresses in the command, both ways, and ICMP errors back to the context), runs the command \
@@ -18,26 +18,37 @@ struct Trace: ParsableCommand {
 
     @OptionGroup var options: LabOptions
     @Flag(help: "One JSON object: every packet with its hops and verdict (the command's output goes to stderr).") var json = false
-    @Option(help: "How long to keep listening after the command ended, in milliseconds.") var grace: Int = 300
+    @Option(help: "How long to keep listening after the command ended, in milliseconds (0-60000).") var grace: Int = 300
     @OptionGroup var target: ContextCommand
 
+    func validate() throws {
+        guard (0...60_000).contains(grace) else { throw ValidationError("--grace \(grace) is out of range: give 0 to 60000 milliseconds") }
+    }
+
     func run() throws {
-        let name = try options.validatedName()
-        let argv = target.argv(verb: "trace")
+        let name: String, argv: [String]
+        do { (name, argv) = try target.resolve(verb: "trace", options: options) } catch { fail("\(error)") }
         let context = target.context
         // Ctrl-C goes to the command (it shares our process group); the trace tables still come out.
         handleInterrupts { s in TraceSession.forwardSignal(s) }
 
-        var req = TraceSession.Request(lab: Lab.seed(name: name), context: context, command: argv,
+        let running: RunningLab
+        do {
+            try LabControl.requireRoot("cgnat trace")
+            running = try RunningLab.open(name: name)
+            try running.register("trace")
+        } catch { fail("\(error)") }
+        var req = TraceSession.Request(lab: running.lab, context: context, command: argv,
                                        launcher: [Spawn.selfPath, "exec", "--lab", name, context, "--"])
         req.childOutput = json ? .stderr : .inherit
-        req.graceMilliseconds = Int32(max(0, min(grace, 60_000)))
+        req.graceMilliseconds = Int32(grace)
         let result: TraceSession.Result
         do {
             result = try TraceSession.run(req)
         } catch {
-            fail("\(error)")
+            fail(running.stillUp ? "\(error)" : "\(running.wentDown)")
         }
+        guard running.stillUp else { fail("\(running.wentDown) during the trace: no result") }
         if json {
             Output.line(TraceFormat.json(result.packets, command: argv, context: context, exitStatus: result.exitStatus).serialized())
         } else {

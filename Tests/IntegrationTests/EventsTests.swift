@@ -88,6 +88,13 @@ struct EventsTests {
             #expect(lines.contains { $0.contains("\"domain\":\"red\"") && $0.contains("\"inside_port\":\(port)") && $0.contains("\"resync\":true") },
                     "\(r.stdout)")
             #expect(lines.last?.contains("\"event\":\"resync\"") == true)
+            // --count cuts the resync short: its summary counts what was logged, not the table.
+            try sendUDP(lab: lab, from: "red_c1", port: port + 1, count: 4)
+            let three = try cgnat(["events", "--lab", lab.name, "--json", "--count", "3"])
+            let threeLines = three.stdout.split(separator: "\n")
+            #expect(threeLines.filter { $0.contains("\"resync\":true") }.count == 3, "\(three.stdout)")
+            #expect(threeLines.last?.contains("\"event\":\"resync\"") == true && threeLines.last?.contains("\"logged\":3") == true
+                    && threeLines.last?.contains("\"not_logged\":2") == true, "\(three.stdout)")
             let none = try cgnat(["events", "--lab", lab.name, "--json", "--duration", "0.3", "--no-existing"])
             #expect(!none.stdout.contains("\"inside_port\":\(port)"), "\(none.stdout)")
         }
@@ -107,6 +114,11 @@ struct EventsTests {
             #expect(!overruns.isEmpty && summary.overruns >= 1)
             let resync = got.items.compactMap { if case .resync(let s) = $0 { return s } else { return nil } }
             #expect(resync.count >= 1)
+            // The socket's drop counter says how many events were lost: at least the mappings the
+            // resync found unlogged (each lost NEW is one dropped event).
+            let dropped = resync.compactMap(\.droppedEvents).reduce(0, +)
+            #expect(dropped >= resync.map(\.logged).reduce(0, +) && dropped > 0, "dropped \(dropped), resync \(resync), summary \(summary)")
+            #expect(EventFormatter.resyncText(resync[0]).contains("the kernel dropped"))
             let logged = Set(got.records.filter { $0.kind == .new && $0.domain == "blue" && $0.protocolNumber == 17 }.compactMap(\.insidePort))
             let sent = Set((0..<flows).map { port + UInt16($0) })
             #expect(sent.isSubset(of: logged), "\(sent.subtracting(logged).count) mappings never logged")

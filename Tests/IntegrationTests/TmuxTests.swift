@@ -97,5 +97,7 @@ struct TmuxTests {
         let sessionsAfter = try tmux(name, ["list-sessions"])
         #expect(!TmuxSession.serverExists(lab: name) || sessionsAfter.isEmpty, "after down: \(sessionsAfter) / \(down.stdout) \(down.stderr)")
         #expect(namespaces(withPrefix: name).isEmpty)
+        let socket = TmuxSession.socketPath(socket: TmuxSession.socketName(lab: name))
+        #expect(access(socket, F_OK) != 0, "down removes the tmux socket \(socket)")
     }
 }

@@ -39,6 +39,9 @@ public final class Applier {
     /// (what a kill -9 leaves), pause between steps (to interrupt an `up` in flight).
     public var failBeforeStep: Int?
     public var crashAfterStep: Int?
+    /// Die between recording the Nth new namespace's identity and mounting it (N from 0).
+    public var crashBeforeMount: Int?
+    private var namespacesStarted = 0
     public var stepDelayMilliseconds: Int = 0
     private var namespaces: [String: Namespace] = [:]
     private let plan: Plan
@@ -57,7 +60,9 @@ public final class Applier {
             // Sysctls that follow a step in the same namespace run together on one thread.
             var batch: [(String, String)] = []
             var j = i + 1
-            while j < steps.count, case .sysctl(let ns, let k, let v) = steps[j], ns == step.namespace {
+            // A fault asked for inside the batch ends the batch before it (the hook must fire).
+            let batchEnd = failBeforeStep.map { $0 > i ? min($0, steps.count) : steps.count } ?? steps.count
+            while j < batchEnd, case .sysctl(let ns, let k, let v) = steps[j], ns == step.namespace {
                 batch.append((k, v)); j += 1
             }
             if case .sysctl(_, let k, let v) = step { batch.insert((k, v), at: 0) }
@@ -83,15 +88,26 @@ public final class Applier {
     private func run(_ step: Step, sysctls: [(String, String)], record: LabRecord) throws {
         switch step {
         case .createNamespace(let name):
+            // Write-ahead: the name before it exists, the namespace's identity before the mount
+            // gives it the name; `down` can then prove what is ours after a crash at any point.
             try record.append("pending \(name)")
             var route: RouteSocket?
             var sysctlError: Error?
-            let fd = try NetNamespace.create(name) { _ in
-                route = try RouteSocket()
-                do { for (k, v) in sysctls { try writeSysctl(k, v) } } catch { sysctlError = error }
+            let fd: Int32
+            do {
+                let crash = crashBeforeMount == namespacesStarted
+                namespacesStarted += 1
+                fd = try NetNamespace.create(name, beforeMount: { id in
+                    try record.append("ns \(name) \(id.device):\(id.inode)")
+                    if crash { _exit(9) }
+                }) { _ in
+                    route = try RouteSocket()
+                    do { for (k, v) in sysctls { try writeSysctl(k, v) } } catch { sysctlError = error }
+                }
+            } catch let e as NetNamespace.NameTaken {
+                try? record.append("abandon \(name)")   // someone else's: `down` must not touch it
+                throw ApplyError(step: step.summary, underlying: UsageError("\(e): a namespace of that name exists and is not this lab's (remove it, or choose another --lab)"))
             }
-            guard let id = NetNamespace.identity(ofFD: fd) else { throw SystemError("stat namespace \(name)") }
-            try record.append("ns \(name) \(id.device):\(id.inode)")
             namespaces[name] = Namespace(fd: fd, route: route!)
             if let e = sysctlError { throw e }
             return

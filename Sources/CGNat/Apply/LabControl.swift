@@ -21,10 +21,12 @@ public enum LabControl {
         public var failBeforeStep: Int?
         public var crashAfterStep: Int?
         public var stepDelayMilliseconds = 0
-        public init(failBeforeStep: Int? = nil, crashAfterStep: Int? = nil, stepDelayMilliseconds: Int = 0) {
+        public var crashBeforeMount: Int?
+        public init(failBeforeStep: Int? = nil, crashAfterStep: Int? = nil, stepDelayMilliseconds: Int = 0, crashBeforeMount: Int? = nil) {
             self.failBeforeStep = failBeforeStep
             self.crashAfterStep = crashAfterStep
             self.stepDelayMilliseconds = stepDelayMilliseconds
+            self.crashBeforeMount = crashBeforeMount
         }
     }
 
@@ -38,15 +40,29 @@ public enum LabControl {
         let plan = try Planner.plan(lab, backend: backend)
         // Preflight what would otherwise fail half-way: libnftables must load.
         _ = try Nftables.preflight()
-        let record = try LabRecord.begin(lab: lab.name, backend: backend)
+        // One `up` or `down` of a lab at a time: held until we return (the kernel drops it if we die).
+        let lock = try LabLock.acquire(lab: lab.name, .exclusive)
+        defer { lock.release() }
+        if LabRecord.load(lab: lab.name) != nil { throw LabRecord.alreadyUp(lab.name) }
+        // A `down` killed after it removed the record leaves its marker: nothing runs now (we
+        // hold the lock), so it is stale.
+        unlink(LabRecord.downMarkerPath(lab.name))
+        // The resolved lab first, so every later command (and `down`) can read what is built.
+        try LabRecord.storeLab(lab)
+        let record: LabRecord
+        do { record = try LabRecord.begin(lab: lab.name, backend: backend) } catch {
+            unlink(LabRecord.labPath(lab.name))
+            throw error
+        }
         let applier = Applier(plan: plan)
         applier.failBeforeStep = faults.failBeforeStep
         applier.crashAfterStep = faults.crashAfterStep
         applier.stepDelayMilliseconds = faults.stepDelayMilliseconds
+        applier.crashBeforeMount = faults.crashBeforeMount
         do {
             try applier.apply(record: record)
         } catch {
-            let undone = (try? Teardown.down(lab: lab.name))?.removed.count ?? 0
+            let undone = (try? Teardown.downLocked(lab: lab.name))?.removed.count ?? 0
             throw RolledBack(underlying: error, removedNamespaces: undone)
         }
         return UpResult(plan: plan, milliseconds: monotonicMilliseconds() - start)
@@ -60,9 +76,9 @@ public enum LabControl {
         }
     }
 
-    public static func down(lab: String) throws -> Teardown.Report {
+    public static func down(lab: String, faults: Teardown.Faults = .init()) throws -> Teardown.Report {
         try requireRoot("cgnat down")
-        return try Teardown.down(lab: lab)
+        return try Teardown.down(lab: lab, faults: faults)
     }
 
     /// The backend a lab that is up was built with, or a clear error if it is not up.
@@ -75,8 +91,20 @@ public enum LabControl {
         guard let record = LabRecord.load(lab: lab) else {
             throw UsageError("lab '\(lab)' is not up: run `cgnat up --lab \(lab)` first")
         }
+        if access(LabRecord.downMarkerPath(lab), F_OK) == 0 {
+            if let lock = try? LabLock.acquire(lab: lab, .shared, waitMilliseconds: 0) {
+                lock.release()
+                throw UsageError("lab '\(lab)' was half taken down by a `down` that died: run `cgnat down --lab \(lab)` again")
+            }
+            throw UsageError("lab '\(lab)' is being taken down right now")
+        }
         guard record.complete, let backend = record.backend else {
-            throw UsageError("lab '\(lab)' is half-built (an `up` crashed or is still running): run `cgnat down --lab \(lab)`")
+            // Is an `up` still running, or did it die? The lock knows.
+            if let lock = try? LabLock.acquire(lab: lab, .shared, waitMilliseconds: 0) {
+                lock.release()
+                throw UsageError("lab '\(lab)' was left half-built by an `up` that died: run `cgnat down --lab \(lab)`")
+            }
+            throw UsageError("lab '\(lab)' is being brought up or taken down right now: wait for it and try again")
         }
         return (record, backend)
     }
@@ -84,16 +112,7 @@ public enum LabControl {
     /// Resolves a context of a lab that is up, with an open fd on its namespace, after checking
     /// that the namespace is still the one the lab created.
     public static func open(context name: String, lab: Lab) throws -> (Context, Int32) {
-        let (record, backend) = try runningRecord(lab: lab.name)
-        guard let ctx = lab.context(named: name, backend: backend) else {
-            let known = lab.contexts(backend: backend).map(\.name).joined(separator: ", ")
-            throw UsageError("unknown context '\(name)': the contexts of lab '\(lab.name)' are \(known)")
-        }
-        guard let id = record.namespaces.first(where: { $0.name == ctx.namespace })?.identity,
-              NetNamespace.identity(of: ctx.namespace) == id else {
-            throw UsageError("namespace \(ctx.namespace) of context '\(name)' is gone or was replaced: run `cgnat down --lab \(lab.name)` and `cgnat up` again")
-        }
-        return (ctx, try NetNamespace.open(ctx.namespace))
+        try RunningLab.adopt(lab).open(context: name)
     }
 }
 

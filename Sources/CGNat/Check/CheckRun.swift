@@ -11,15 +11,28 @@ public enum CheckRun {
         public var failures: Int { results.filter { !$0.passed }.count }
     }
 
+    /// How long a probe may wait, in milliseconds.
+    public static let timeoutRange = 1...60_000
+
     public static func run(lab: Lab, timeoutMilliseconds: Int = 400) throws -> Report {
         try LabControl.requireRoot("cgnat check")
+        return try run(RunningLab.adopt(lab), timeoutMilliseconds: timeoutMilliseconds)
+    }
+
+    /// Probes the lab; throws if the lab went down meanwhile (no result is a success then).
+    public static func run(_ running: RunningLab, timeoutMilliseconds: Int = 400) throws -> Report {
+        try LabControl.requireRoot("cgnat check")
+        guard timeoutRange.contains(timeoutMilliseconds) else {
+            throw UsageError("check timeout \(timeoutMilliseconds) ms is out of range: use \(timeoutRange.lowerBound)...\(timeoutRange.upperBound)")
+        }
+        let lab = running.lab
         let start = monotonicMilliseconds()
-        let backend = try LabControl.runningBackend(lab: lab.name)
+        let backend = running.backend
         var fds: [String: Int32] = [:]   // by namespace
         defer { fds.values.forEach { close($0) } }
         func endpoint(_ name: String) throws -> ProbeEndpoint {
             guard let ctx = lab.context(named: name, backend: backend) else { throw UsageError("internal: no context \(name)") }
-            if fds[ctx.namespace] == nil { fds[ctx.namespace] = try LabControl.open(context: name, lab: lab).1 }
+            if fds[ctx.namespace] == nil { fds[ctx.namespace] = try running.open(context: name).1 }
             return ProbeEndpoint(context: name, namespaceFD: fds[ctx.namespace]!, device: ctx.vrf)
         }
         var used = Set<UInt16>()
@@ -59,6 +72,7 @@ public enum CheckRun {
         }
 
         let results = runChecks(probes: matrix.probes, pairs: matrix.pairs, timeoutMilliseconds: timeoutMilliseconds)
+        guard running.stillUp else { throw running.wentDown }
         return Report(results: results, wallMilliseconds: monotonicMilliseconds() - start, backend: backend)
     }
 }

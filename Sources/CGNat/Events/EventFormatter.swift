@@ -304,12 +304,15 @@ public enum EventFormatter {
     public static func resyncText(_ s: ResyncSummary, utc: Bool = false) -> String {
         column(clockTime(s.time, utc: utc), widths.time) + " " + column("RESYNC", widths.event)
             + " table has \(s.tableEntries) entries: logged \(s.logged) not seen before, \(s.closed) logged ones are gone (stop time unknown)"
+            + (s.notEmitted > 0 ? "; \(s.notEmitted) more not logged (--count reached)" : "")
+            + (s.droppedEvents.map { "; the kernel dropped \($0) event\($0 == 1 ? "" : "s")" } ?? "")
     }
 
     public static func resyncJSON(_ s: ResyncSummary) -> JSON {
         .object([
             ("event", .string("resync")), ("time", .string(isoTime(s.time))), ("table_entries", .int(Int64(s.tableEntries))),
             ("logged", .int(Int64(s.logged))), ("closed", .int(Int64(s.closed))),
+            ("not_logged", .int(Int64(s.notEmitted))), ("dropped_events", s.droppedEvents.map { .int(Int64($0)) } ?? .null),
         ])
     }
 }
@@ -322,4 +325,9 @@ public struct ResyncSummary: Equatable, Sendable {
     public var logged: Int
     /// Logged mappings no longer in the table: their DESTROY was lost (emitted as destroy with resync: true).
     public var closed: Int
+    /// Mappings the dump found that were not printed because --count was reached first.
+    public var notEmitted: Int = 0
+    /// Events the kernel dropped on the event socket since the previous resync (its drop counter,
+    /// SO_MEMINFO), when it could be read: mappings opened and closed within the gap are in it.
+    public var droppedEvents: Int? = nil
 }

@@ -29,6 +29,8 @@ public final class EventStream {
     let dumper: ConntrackSocket
     public let log: MappingLog
     public private(set) var summary = Summary()
+    /// The event socket's drop counter at the last resync.
+    private var dropsSeen: UInt32 = 0
 
     /// Opens both sockets on a thread inside the namespace behind `namespaceFD`; the subscription
     /// is live when this returns.
@@ -48,11 +50,26 @@ public final class EventStream {
     /// The stream of a lab that is up: the router's (`main`) namespace on either backend.
     public static func open(lab: Lab, contexts: [String] = [], receiveBuffer: Int32 = EventStream.defaultReceiveBuffer) throws -> EventStream {
         try LabControl.requireRoot("cgnat events")
-        let backend = try LabControl.runningBackend(lab: lab.name)
-        let filter = try EventFilter(lab: lab, contexts: contexts, backend: backend)
-        let (_, fd) = try LabControl.open(context: lab.router.name, lab: lab)
+        return try open(RunningLab.adopt(lab), contexts: contexts, receiveBuffer: receiveBuffer)
+    }
+
+    public static func open(_ running: RunningLab, contexts: [String] = [], receiveBuffer: Int32 = EventStream.defaultReceiveBuffer) throws -> EventStream {
+        try LabControl.requireRoot("cgnat events")
+        let lab = running.lab
+        let filter = try EventFilter(lab: lab, contexts: contexts, backend: running.backend)
+        let (_, fd) = try running.open(context: lab.router.name)
         defer { Glibc.close(fd) }
         return try EventStream(namespaceFD: fd, domains: DomainNames(lab: lab), filter: filter, receiveBuffer: receiveBuffer)
+    }
+
+    /// The event socket's drop counter (SO_MEMINFO, SK_MEMINFO_DROPS): events the kernel could
+    /// not queue. nil where the kernel does not report it.
+    func socketDrops() -> UInt32? {
+        var info = [UInt32](repeating: 0, count: 16)
+        var len = socklen_t(info.count * 4)
+        let SO_MEMINFO: Int32 = 55, SK_MEMINFO_DROPS = 8
+        guard getsockopt(events.socket.fd, SOL_SOCKET, SO_MEMINFO, &info, &len) == 0, Int(len) / 4 > SK_MEMINFO_DROPS else { return nil }
+        return info[SK_MEMINFO_DROPS]
     }
 
     public func close() {
@@ -77,13 +94,25 @@ public final class EventStream {
         let deadline = durationSeconds.map { monotonicMilliseconds() + $0 * 1000 }
         let step = "receive conntrack events"
         var done = false
-        func emitRecord(_ r: MappingRecord) {
-            guard !done else { return }
+        @discardableResult
+        func emitRecord(_ r: MappingRecord) -> Bool {
+            guard !done else { return false }
             if r.resync { summary.resyncRecords += 1 } else {
                 switch r.kind { case .new: summary.new += 1; case .update: summary.update += 1; case .destroy: summary.destroy += 1 }
             }
             emit(.record(r))
             if let count, summary.emitted >= count { done = true }
+            return true
+        }
+        /// Emits a resync's records and its summary, which counts only what was really logged.
+        func emitResync(_ records: [MappingRecord], _ summary: ResyncSummary, always: Bool) {
+            var s = summary
+            let shown = records.filter { emitRecord($0) }
+            s.closed = shown.filter { $0.kind == .destroy }.count
+            s.logged = shown.count - s.closed
+            s.notEmitted = records.count - shown.count
+            if !always && records.isEmpty { return }
+            emit(.resync(s))
         }
         /// One datagram's messages. Returns true when the kernel reported an overrun in-band.
         func process(_ batch: [NetlinkMessage]) -> Bool {
@@ -114,16 +143,18 @@ public final class EventStream {
                 }
             }
             let table = try dumper.dump()
-            let (records, s) = log.resync(table, now: EventFormatter.realtimeNow())
-            for r in records { emitRecord(r) }
-            emit(.resync(s))
+            var (records, s) = log.resync(table, now: EventFormatter.realtimeNow())
+            if let drops = socketDrops() {
+                s.droppedEvents = Int(drops &- dropsSeen)
+                dropsSeen = drops   // the socket is new at open: its counter starts at 0
+            }
+            emitResync(records, s, always: true)
             afterBatch()
         }
 
         if existing {
             let (records, s) = log.resync(try dumper.dump(), now: EventFormatter.realtimeNow())
-            for r in records { emitRecord(r) }
-            if !records.isEmpty { emit(.resync(s)) }   // an empty table at start is nothing to report
+            emitResync(records, s, always: false)   // an empty table at start is nothing to report
             afterBatch()
         }
 

@@ -43,7 +43,8 @@ public struct TmuxSession {
         traceExample = "\(from) -- ping -c1 \(to?.description ?? "ADDRESS")"
     }
 
-    public var socketName: String { "cgnat-\(lab)" }
+    public var socketName: String { TmuxSession.socketName(lab: lab) }
+    public static func socketName(lab: String) -> String { "cgnat-\(lab)" }
     public var sessionName: String { lab }
     public static let chooserWindow = "subscribers"
 
@@ -126,7 +127,10 @@ public struct TmuxSession {
         (try? Spawn.run(tmux(["has-session", "-t", sessionName]), quiet: true).status) == 0
     }
 
+    /// Creates the session; the server is named in the lab's record first, so `down` ends it.
     public func create() throws {
+        try LabRecord.note(lab: lab, "tmux \(socketName)")
+        try LabRecord.note(lab: lab, "file \(TmuxSession.socketPath(socket: socketName))")
         for c in creationCommands() {
             let r = try Spawn.run(c, quiet: true)
             if r.status != 0 {
@@ -136,20 +140,29 @@ public struct TmuxSession {
         }
     }
 
-    /// Whether the lab's tmux server socket exists (tmux puts it in $TMUX_TMPDIR or /tmp).
-    public static func serverExists(lab: String) -> Bool {
+    /// Where tmux puts a server's socket ($TMUX_TMPDIR or /tmp).
+    public static func socketPath(socket: String) -> String {
         let dir = getenv("TMUX_TMPDIR").map { String(cString: $0) } ?? "/tmp"
-        return access("\(dir)/tmux-\(getuid())/cgnat-\(lab)", F_OK) == 0
+        return "\(dir)/tmux-\(getuid())/\(socket)"
+    }
+
+    /// Whether the lab's tmux server socket exists.
+    public static func serverExists(lab: String) -> Bool { serverExists(socket: socketName(lab: lab)) }
+    public static func serverExists(socket: String) -> Bool { access(socketPath(socket: socket), F_OK) == 0 }
+
+    /// Ends a tmux server by socket name and removes its socket (tmux leaves it behind when the
+    /// server is killed).
+    public static func killServer(socket: String) {
+        for _ in 0..<40 {
+            guard (try? Spawn.run(["tmux", "-L", socket, "list-sessions"], quiet: true).status) == 0 else { break }
+            _ = try? Spawn.run(["tmux", "-L", socket, "kill-server"], quiet: true)
+            usleep(50_000)
+        }
+        unlink(socketPath(socket: socket))
     }
 
     public var attachCommand: [String] { tmux(["attach-session", "-t", sessionName]) }
 
     /// Ends the lab's tmux server and waits (up to 2 s) until it no longer answers.
-    public func kill() {
-        for _ in 0..<40 {
-            guard (try? Spawn.run(tmux(["list-sessions"]), quiet: true).status) == 0 else { return }
-            _ = try? Spawn.run(tmux(["kill-server"]), quiet: true)
-            usleep(50_000)
-        }
-    }
+    public func kill() { TmuxSession.killServer(socket: socketName) }
 }

@@ -37,10 +37,11 @@ public enum VRFBinding {
     public static func bindProcess(lab: String, vrf: String, ifindex: Int32) throws {
         let root = try cgroup2Root()
         let path = cgroupPath(root: root, lab: lab, vrf: vrf)
+        // Write-ahead: named in the record before it exists, so `down` removes it whatever happens.
+        try LabRecord.note(lab: lab, "cgroup \(path)")
         for dir in ["\(root)/cgnat-\(lab)", "\(root)/cgnat-\(lab)/vrf", path] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
             throw SystemError("create cgroup \(dir)")
         }
-        try? LabRecord.note(lab: lab, "cgroup \(path)")
         let dirFD = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dirFD >= 0 else { throw SystemError("open cgroup \(path)") }
         defer { close(dirFD) }

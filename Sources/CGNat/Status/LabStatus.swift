@@ -38,17 +38,26 @@ public enum LabStatus {
         public var backend: Backend
         public var contexts: [ContextStatus]
 
-        public init(lab: String, backend: Backend, contexts: [ContextStatus]) {
+        /// The lab file the lab was built from (nil: the embedded default).
+        public var origin: String? = nil
+        /// Router contexts holding a trace table no running trace owns.
+        public var leftoverTrace: [String] = []
+
+        public init(lab: String, backend: Backend, contexts: [ContextStatus], origin: String? = nil, leftoverTrace: [String] = []) {
             self.lab = lab; self.backend = backend; self.contexts = contexts
+            self.origin = origin; self.leftoverTrace = leftoverTrace
         }
     }
 
     public static func read(lab: Lab, only: String? = nil) throws -> Report {
         try LabControl.requireRoot("cgnat status")
-        // The record is read once and namespaces looked up by name: per context, a thousand
-        // subscribers made that quadratic (12 ms a context at 200 subscribers).
-        let (record, backend) = try LabControl.runningRecord(lab: lab.name)
-        let recorded = Dictionary(record.namespaces.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        return try read(RunningLab.adopt(lab), only: only)
+    }
+
+    public static func read(_ running: RunningLab, only: String? = nil) throws -> Report {
+        try LabControl.requireRoot("cgnat status")
+        let lab = running.lab
+        let backend = running.backend
         var contexts = lab.contexts(backend: backend)
         if let only {
             guard let c = contexts.first(where: { $0.name == only }) else {
@@ -58,10 +67,7 @@ public enum LabStatus {
         }
         var out: [ContextStatus] = []
         for ctx in contexts {
-            guard let entry = recorded[ctx.namespace], NetNamespace.identity(of: ctx.namespace) == entry.identity else {
-                throw UsageError("namespace \(ctx.namespace) of context '\(ctx.name)' is gone or was replaced: run `cgnat down --lab \(lab.name)` and `cgnat up` again")
-            }
-            let fd = try NetNamespace.open(ctx.namespace)
+            let (_, fd) = try running.open(context: ctx.name)
             defer { close(fd) }
             let showsConntrack = ctx.kind == .router
             let s: ContextStatus = try NetNamespace.run(in: fd) {
@@ -103,7 +109,8 @@ public enum LabStatus {
             }
             out.append(s)
         }
-        return Report(lab: lab.name, backend: backend, contexts: out)
+        return Report(lab: lab.name, backend: backend, contexts: out, origin: lab.origin,
+                      leftoverTrace: TraceSession.leftoverTables(running))
     }
 
     static func describe(_ r: Route, names: [Int32: String]) -> String {

@@ -6,9 +6,15 @@ public enum StatusFormat {
     /// summarised per domain instead, unless `full`.
     public static func text(_ r: LabStatus.Report, lab: Lab, full: Bool = false) -> String {
         if !full && r.contexts.count > 1 && lab.isSummarised { return summary(r, lab: lab) }
-        var out = "lab \(r.lab): up, \(r.backend.rawValue) backend\n"
+        var out = "lab \(r.lab): up, \(r.backend.rawValue) backend, \(from(r))\n" + warnings(r)
         for c in r.contexts { out += context(c, collapsePorts: false) }
         return out
+    }
+
+    static func from(_ r: LabStatus.Report) -> String { "from \(r.origin ?? "the built-in default lab")" }
+
+    static func warnings(_ r: LabStatus.Report) -> String {
+        r.leftoverTrace.map { "warning: \($0) holds a table inet \(TraceTable.name) left by a killed trace (the next trace or down removes it)\n" }.joined()
     }
 
     static func context(_ c: LabStatus.ContextStatus, collapsePorts: Bool) -> String {
@@ -98,8 +104,8 @@ public enum StatusFormat {
     static func summary(_ r: LabStatus.Report, lab: Lab) -> String {
         let subscribers = Set(lab.subscriberHosts.map(\.name))
         let domains = domainSummaries(r, lab: lab)
-        var out = "lab \(r.lab): up, \(r.backend.rawValue) backend; \(subscribers.count) subscribers in "
-        out += "\(domains.count) domains, summarised (one context: --context C; everything: --full or --json)\n"
+        var out = "lab \(r.lab): up, \(r.backend.rawValue) backend, \(from(r)); \(subscribers.count) subscribers in "
+        out += "\(domains.count) domains, summarised (one context: --context C; everything: --full or --json)\n" + warnings(r)
         for c in r.contexts where !subscribers.contains(c.context.name) { out += context(c, collapsePorts: true) }
 
         out += "\nsubscribers by domain\n"
@@ -131,6 +137,8 @@ public enum StatusFormat {
         .object([
             ("lab", .string(r.lab)),
             ("backend", .string(r.backend.rawValue)),
+            ("origin", JSON(r.origin)),
+            ("leftover_trace_tables", .array(r.leftoverTrace.map { .string($0) })),
             ("contexts", .array(r.contexts.map { c in
                 var fields: [(String, JSON)] = [
                     ("name", .string(c.context.name)),

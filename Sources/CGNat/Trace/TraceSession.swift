@@ -98,10 +98,16 @@ public enum TraceSession {
     public static func run(_ req: Request) throws -> Result {
         try LabControl.requireRoot("cgnat trace")
         guard !req.command.isEmpty else { throw UsageError("trace needs a command: cgnat trace CONTEXT -- CMD ARGS...") }
-        let backend = try LabControl.runningBackend(lab: req.lab.name)
-        let (ctx, ctxFD) = try LabControl.open(context: req.context, lab: req.lab)
+        let running = try RunningLab.adopt(req.lab)
+        let backend = running.backend
+        let (ctx, ctxFD) = try running.open(context: req.context)
         defer { close(ctxFD) }
         _ = try Nftables.preflight()
+        // One trace per lab at a time (they share the table's name); a table left by a trace that
+        // was killed (-9: no cleanup ran) is removed here.
+        if let other = otherTraces(running).first {
+            throw UsageError("another trace (process \(other.pid)) is running in lab '\(req.lab.name)': wait for it to end")
+        }
 
         let (own, nat) = addresses(of: ctx, lab: req.lab)
         let table = TraceTable(sources: own, destinations: destinations(in: req.command), natAddresses: nat)
@@ -139,6 +145,7 @@ public enum TraceSession {
         for t in traced {
             installed.append(t)
             let info = try NetNamespace.run(in: t.fd) { () -> TraceNamespaceInfo in
+                try Nftables().run("add table inet \(TraceTable.name)\n" + TraceTable.deleteText)
                 try Nftables().run(table.text)
                 let listing = try Nftables(output: .handle).run("list ruleset")
                 let rs = try RouteSocket()
@@ -200,6 +207,29 @@ public enum TraceSession {
         let packets = backend == .vrf ? TraceAnalysis.labelVRFDomains(joined, devices: req.lab.vrfDomainDevices()) : joined
         return Result(packets: packets, events: events, namespaces: infos, conntrack: conntrack, exitStatus: status,
                       table: table, lostEvents: collector.overrun, rawMessages: raw)
+    }
+
+    /// Live `trace` commands of the lab other than this process (from the record).
+    static func otherTraces(_ running: RunningLab) -> [ProcessStamp] {
+        let me = getpid()
+        let record = LabRecord.load(lab: running.name) ?? running.record
+        return record.processes.filter { $0.role == "trace" && $0.process.pid != me && $0.process.alive }.map(\.process)
+    }
+
+    /// Router contexts that hold a `table inet cgnat_trace` no running trace owns (a trace
+    /// killed by SIGKILL leaves it; the next trace or `down` removes it).
+    public static func leftoverTables(_ running: RunningLab) -> [String] {
+        guard otherTraces(running).isEmpty else { return [] }
+        var out: [String] = []
+        for (ns, label) in routerNamespaces(running.lab, backend: running.backend) {
+            guard let fd = try? NetNamespace.open(ns) else { continue }
+            defer { close(fd) }
+            let listed = (try? NetNamespace.run(in: fd) { try Nftables().run("list tables") }) ?? ""
+            if listed.split(separator: "\n").contains(where: { $0.trimmingCharacters() == "table inet \(TraceTable.name)" }) {
+                out.append(label)
+            }
+        }
+        return out
     }
 
     /// The nsid the calling thread's namespace uses for the namespace behind `fd`; assigns one

@@ -103,6 +103,7 @@ public enum AsciiGraph {
         let n = t.nat
         rows.append(Row(2, ["NAT (IPv4) out \(n.interface):"]))
         rows.append(Row(4, ["\(n.inside)", "-> \(n.publicAddress)"]))
+        rows.append(Row(4, [n.mapping]))
         let from = n.from.count > 4 ? "\(HostGroupSummary.range(n.from)) (\(n.from.count) domains)" : n.from.joined(separator: ", ")
         rows.append(Row(4, ["from", from]))
         if t.routesIPv6 { rows.append(Row(2, ["IPv6 routed, no NAT"])) }

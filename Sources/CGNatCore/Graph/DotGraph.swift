@@ -56,7 +56,7 @@ public enum DotGraph {
             let n = t.nat
             let from = n.from.count > 4 ? "\(HostGroupSummary.range(n.from)) (\(n.from.count) domains)" : n.from.joined(separator: ", ")
             rows.append(cell(lines(["<b>NAT (IPv4) out \(html(n.interface))</b>",
-                                    "\(html(n.inside.description)) -&gt; \(html(n.publicAddress.description))",
+                                    "\(html(n.inside.description)) -&gt; \(html(n.publicAddress))", html(n.mapping),
                                     "from \(html(from))"]), bg: "#ffe08a"))
             if t.routesIPv6 { rows.append(cell("IPv6 routed, no NAT")) }
         }

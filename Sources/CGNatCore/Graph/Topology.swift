@@ -59,7 +59,10 @@ public struct Topology: Sendable {
 
     public struct NAT: Sendable {
         public var inside: IPPrefix
-        public var publicAddress: IPAddress
+        /// The public address, or the pool's prefixes.
+        public var publicAddress: String
+        /// How subscribers map onto it: "port blocks of 126 ports" or "random ports (APDM)".
+        public var mapping: String
         /// Where SNAT matches: the uplink interface, on egress.
         public var interface: String
         public var from: [String]
@@ -171,7 +174,10 @@ extension Topology {
                 interface: Interface(name: d.bridge, kind: "bridge", addresses: d.addresses),
                 routes: [["default", "-> \(r.name):\(r.uplink.name)"]], routedIn: d.routed, ports: ports)
         }
-        nat = NAT(inside: r.nat.inside, publicAddress: r.nat.publicAddress, interface: r.uplink.interface,
+        let pool = r.nat.pool.count == 1 && r.nat.pool[0].length == 32 ? "\(r.nat.publicAddress)"
+            : r.nat.pool.map(\.description).joined(separator: ", ")
+        let mapping = lab.portBlockPolicy.map { "port blocks of \($0.portsPerSubscriber) ports" } ?? "random ports (APDM)"
+        nat = NAT(inside: r.nat.inside, publicAddress: pool, mapping: mapping, interface: r.uplink.interface,
                   from: r.subscribers.map(\.name))
         routesIPv6 = lab.hosts.contains { $0.addresses.contains { $0.family == .v6 } }
             || r.uplink.addresses.contains { $0.family == .v6 }
