@@ -227,7 +227,7 @@ struct CrashSafetyTests {
         let start = Date()
         let down = try cgnat(["down", "--lab", name])
         #expect(down.status == 0, "\(down.stderr)")
-        #expect(down.stdout.contains("ended check \(check.pid)") && down.stdout.contains("events \(events.pid)"), "\(down.stdout)")
+        #expect(down.stdout.contains("ended ") && down.stdout.contains("check \(check.pid)") && down.stdout.contains("events \(events.pid)"), "\(down.stdout)")
         let rc = check.finish(seconds: 5), re = events.finish(seconds: 5)
         #expect(Date().timeIntervalSince(start) < 4)
         #expect(rc.status == 1 && rc.stderr.contains("lab '\(name)' went down"), "check: \(rc.status) \(rc.stderr)")

@@ -13,8 +13,10 @@ let probeTimeout = Int(ProcessInfo.processInfo.environment["CGNAT_PROBE_TIMEOUT_
 func testLabName(_ tag: String) -> String { "cgt-\(tag)-\(getpid() % 10000)" }
 
 /// Brings a lab up for the body and always takes it down, also when the body fails.
-func withLab<T>(_ name: String, backend: Backend = .netns, _ body: (Lab) throws -> T) throws -> T {
-    let lab = Lab.seed(name: name)
+func withLab<T>(_ name: String, backend: Backend = .netns, adjust: (inout Lab) -> Void = { _ in },
+                _ body: (Lab) throws -> T) throws -> T {
+    var lab = Lab.seed(name: name)
+    adjust(&lab)
     _ = try LabControl.up(lab, backend: backend)
     defer { _ = try? Teardown.down(lab: name) }
     return try body(lab)

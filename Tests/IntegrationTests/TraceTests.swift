@@ -36,7 +36,7 @@ struct TraceTests {
             let request = try #require(nat.packets.first { $0.packet?.icmpTypeName == "echo-request" }, "\(text)")
             #expect(request.hops.first?.context == "main:blue", "\(text)")
             let snat = request.hops.first { $0.chain == "srcnat" && $0.kind == .rule }
-            #expect(snat?.rule?.contains("snat ip to 100.64.0.1") == true, "\(text)")
+            #expect(snat?.rule?.contains("snat ip to ct mark . ip saddr map @\(Ruleset.portMap)") == true, "\(text)")
             #expect(request.hops.contains { $0.ct?.originalZone == 1 }, "zone of blue: \(text)")
             #expect(request.verdict.result == .delivered && request.verdict.detail == "(left main via muplink)", "\(text)")
             #expect(request.hops.last?.packet?.source == IPAddress("100.64.0.1"), "\(text)")

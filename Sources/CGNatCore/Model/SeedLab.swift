@@ -23,7 +23,10 @@ extension Lab {
                     addresses: [p("100.127.255.254/10"), p("2001:db8:b:20::ffff/64")],
                     routed: [p("2001:db8:b:20::/64")]),
             ],
-            nat: NATPolicy(inside: p("100.64.0.0/10"), publicAddress: a("100.64.0.1")))
+            // One public address for the domains' first 32 inside addresses each (the seed has
+            // three subscribers): 64 subscribers x 1008 ports, endpoint-independent.
+            nat: NATPolicy(inside: p("100.64.0.0/10"), publicAddress: a("100.64.0.1"),
+                           mapping: .portBlocks(.init(insideRange: p("100.64.0.0/27")))))
         let hosts = [
             Host(name: "uplink", attachment: .uplink, interface: "client1",
                  addresses: [p("100.127.255.254/10"), p("2001:db8:a::ffff/64")],
@@ -83,6 +86,10 @@ extension Lab {
         }
         var router = seed.router
         router.subscribers = subscribers
+        // Blocks cover 100.64.0.0 up to the last subscriber's address (10 x 128 on one address: 50 ports each).
+        var length = 32
+        while (1 << (32 - length)) <= perDomain { length -= 1 }
+        router.nat.mapping = .portBlocks(.init(insideRange: IPPrefix(IPAddress("100.64.0.0")!, length)))
         // The uplink routes every domain's IPv6 prefix to the router (the seed's 2001:db8:b::/48 covers them).
         return Lab(name: name, router: router, hosts: hosts)
     }
