@@ -1,0 +1,30 @@
+import Testing
+import CGNatCore
+import NetAddress
+
+@Suite struct WhoisTests {
+    @Test func theSeedsSharedInsideAddressIsTwoSubscribers() throws {
+        let lab = Lab.seed()
+        let policy = try #require(lab.portBlockPolicy)
+        let blue = try #require(policy.allocation(domainID: 1, inside: IPAddress("100.64.0.1")!))
+        let red = try #require(policy.allocation(domainID: 2, inside: IPAddress("100.64.0.1")!))
+        let a = try Whois.lookup(lab, address: blue.publicAddress, port: blue.ports.lowerBound + 7)
+        #expect(a.domain == "blue" && a.inside == IPAddress("100.64.0.1") && a.host == "blue_c1" && a.block == blue)
+        let b = try Whois.lookup(lab, address: red.publicAddress, port: red.ports.upperBound)
+        #expect(b.domain == "red" && b.host == "red_c1" && b.block == red)
+        // An inside address the policy covers but no host has.
+        let c = try Whois.lookup(lab, address: blue.publicAddress, port: blue.ports.upperBound + 1 + 1008 * 5)
+        #expect(c.domain == "blue" && c.inside == IPAddress("100.64.0.7") && c.host == nil && c.reason == nil)
+    }
+
+    @Test func portsNobodyHolds() throws {
+        let lab = Lab.seed()
+        #expect(try Whois.lookup(lab, address: IPAddress("100.64.0.1")!, port: 80).reason?.contains("outside the translated range 1024-65535") == true)
+        #expect(try Whois.lookup(lab, address: IPAddress("203.0.113.9")!, port: 2000).reason?.contains("not in the pool") == true)
+        var random = lab
+        random.router.nat.mapping = .random
+        #expect(throws: Whois.Failure.self) { try Whois.lookup(random, address: IPAddress("100.64.0.1")!, port: 2000) }
+        #expect(throws: Whois.Failure.self) { try Whois.parseTarget("100.64.0.1") }
+        #expect(try Whois.parseTarget("198.51.100.1:2040") == (IPAddress("198.51.100.1")!, 2040))
+    }
+}
