@@ -43,9 +43,13 @@ public enum LabControl {
         applier.failBeforeStep = faults.failBeforeStep
         applier.crashAfterStep = faults.crashAfterStep
         applier.stepDelayMilliseconds = faults.stepDelayMilliseconds
+        let progress = Progress("up \(lab.name)", total: plan.steps.count, large: Progress.isLarge(namespaces: plan.namespaces.count))
+        applier.progress = progress.update
+        defer { progress.finish() }
         do {
             try applier.apply(record: record)
         } catch {
+            progress.finish()
             let undone = (try? Teardown.down(lab: lab.name))?.removed.count ?? 0
             throw RolledBack(underlying: error, removedNamespaces: undone)
         }
