@@ -2,18 +2,27 @@
 // the `render` output run as a shell script with one `ip` process per command, the way the seed's
 // demo built its lab; the kernel's floor (the lab's namespaces alone); and `check`'s wall time.
 // Prints medians of alternating runs and the ratios.
+//
+// `--scale 10,100,1000`: for each N, a lab of N subscribers (`Lab.seedScaled`: 10 domains, or one
+// for N < 100) brought up and down by cgnat against the same plan as `ip -batch` files
+// (`cgnat render --batch`), Mininet 2.3 (N hosts on LinuxBridge switches, no controller, run in a
+// namespace of its own so the host's is never touched) and the kernel floor (N namespaces and N
+// veths, nothing else). Runs are spaced: each waits until the kernel has freed the namespaces
+// of the one before (net_namespace objects in /proc/slabinfo), which it does asynchronously.
 import CGNat
 import Glibc
 import Netlink
 
 func usage() -> Never {
-    fputs("usage: cgnat-bench [--runs N] [--backend netns|vrf] [--cgnat PATH]\n", stderr)
+    fputs("usage: cgnat-bench [--runs N] [--backend netns|vrf] [--cgnat PATH] [--scale N,N,... [--no-mininet]]\n", stderr)
     exit(2)
 }
 
 var runs = 11
 var backend = "netns"
 var cgnat: String?
+var scales: [Int] = []
+var mininet = true
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -21,6 +30,12 @@ while !args.isEmpty {
     case "--runs": guard let v = args.first, let n = Int(v), n > 0 else { usage() }; runs = n; args.removeFirst()
     case "--backend": guard let v = args.first else { usage() }; backend = v; args.removeFirst()
     case "--cgnat": guard let v = args.first else { usage() }; cgnat = v; args.removeFirst()
+    case "--scale":
+        guard let v = args.first else { usage() }
+        scales = v.split(separator: ",").compactMap { Int($0) }
+        guard !scales.isEmpty, scales.allSatisfy({ $0 >= 1 && ($0 < 100 || $0 % 10 == 0) && $0 <= 10_000 }) else { usage() }
+        args.removeFirst()
+    case "--no-mininet": mininet = false
     default: usage()
     }
 }
@@ -69,6 +84,10 @@ func fmt(_ v: Double) -> String {
 }
 
 guard let be = Backend(rawValue: backend) else { usage() }
+if !scales.isEmpty {
+    runScaled(scales, backend: be, runs: runs, mininet: mininet)
+    exit(0)
+}
 let plan: Plan
 do { plan = try Planner.plan(Lab.seed(name: lab), backend: be) } catch { fputs("cgnat-bench: \(error)\n", stderr); exit(1) }
 let upScript = "/tmp/cgnat-bench-up.\(getpid()).sh", downScript = "/tmp/cgnat-bench-down.\(getpid()).sh"

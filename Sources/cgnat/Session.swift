@@ -5,6 +5,7 @@ import Glibc
 
 struct Shell: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "shell",
         abstract: "An interactive shell in one context; prompt and hostname say where it is (root).")
 
     @OptionGroup var options: LabOptions
@@ -56,6 +57,7 @@ struct Shell: ParsableCommand {
 
 struct Tmux: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "tmux",
         abstract: "Open (or re-attach to) a tmux session with a shell per context, events and traces (root).",
         discussion: """
             Brings the lab up first if it is not. Prefix ctrl-a; ctrl-a d asks whether to destroy the lab \

@@ -4,6 +4,7 @@ import Glibc
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "status",
         abstract: "Show what is up, per context: namespace, interfaces, addresses, routes, rules, conntrack (root).")
 
     @OptionGroup var options: LabOptions

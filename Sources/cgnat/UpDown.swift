@@ -4,6 +4,7 @@ import Glibc
 
 struct Up: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "up",
         abstract: "Build the lab in namespaces of its own (root).",
         discussion: "Either the whole lab comes up, or everything made so far is removed again. Ctrl-C rolls back too.")
 
@@ -40,6 +41,7 @@ struct Up: ParsableCommand {
 
 struct Down: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "down",
         abstract: "Remove exactly what `up` made (root), also after a crash or a half-done `up`.",
         discussion: "Namespaces are matched by identity, not only by name: one of the same name that the lab did not create is left alone.")
 

@@ -115,7 +115,7 @@ import NetAddress
         for ns in plan.namespaces { #expect(lines.filter { $0 == "netns add \(ns)" }.count == 1) }
         var netlink = 0
         for step in plan.steps {
-            guard let args = ShellRenderer.ipArguments(step, placed: step.createsLink) else { continue }
+            guard let args = ShellRenderer.batchLine(step, placed: step.createsLink) else { continue }
             netlink += 1
             #expect(lines.contains(args), "missing: \(args)")
         }

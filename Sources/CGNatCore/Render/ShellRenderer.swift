@@ -68,6 +68,22 @@ public enum ShellRenderer {
         }
     }
 
+    /// A line of an `ip -batch` file for the step, or nil if it cannot be one. Batch lines take no
+    /// global options such as `-6`: routes name both families' destinations explicitly
+    /// (`::/0`, not `-6 ... default`), and IPv6 rules run as commands of their own.
+    public static func batchLine(_ step: Step, placed: Bool = false) -> String? {
+        switch step {
+        case .addRoute(_, let route):
+            var args = routeArguments(route)
+            if route.destination.isDefault { args[route.kind == .unreachable ? 1 : 0] = route.destination.description }
+            return "route add " + args.joined(separator: " ")
+        case .addRule(_, let rule), .deleteRule(_, let rule):
+            return rule.family == .v4 ? ipArguments(step)!.replacingPrefix("-4 ") : nil
+        default:
+            return ipArguments(step, placed: placed)
+        }
+    }
+
     /// The same lab as the fastest plain shell script we know how to write: what a careful user
     /// would do at scale, and what `cgnat up` is measured against. Namespaces are made by one
     /// `ip -batch`, each namespace's sysctls set by one `sysctl` per namespace, every link made
@@ -103,7 +119,7 @@ public enum ShellRenderer {
             } else { i += 1 }
         }
         if let anchor = plan.namespaces.first {
-            batch("ip -n \(anchor)", steps.filter(\.createsLink).map { ipArguments($0, placed: true)! })
+            batch("ip -n \(anchor)", steps.filter(\.createsLink).map { batchLine($0, placed: true)! })
         }
         var order: [String] = []
         var rest: [String: [Step]] = [:]
@@ -115,7 +131,7 @@ public enum ShellRenderer {
         for ns in order {
             var lines: [String] = []
             for step in rest[ns]! {
-                if let args = ipArguments(step) {
+                if let args = batchLine(step) {
                     lines.append(args)
                 } else {
                     batch("ip -n \(ns)", lines)
@@ -162,5 +178,11 @@ public enum ShellRenderer {
 
     static func shellQuote(_ s: String) -> String {
         s.allSatisfy { $0.isLetter || $0.isNumber || "._-/:".contains($0) } ? s : "'\(s)'"
+    }
+}
+
+extension String {
+    func replacingPrefix(_ prefix: String) -> String {
+        hasPrefix(prefix) ? String(dropFirst(prefix.count)) : self
     }
 }
