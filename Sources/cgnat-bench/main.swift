@@ -104,7 +104,11 @@ let commands = plan.steps.count
 
 var native: [Double] = [], nativeUp: [Double] = [], nativeDown: [Double] = []
 var shell: [Double] = [], floor: [Double] = []
+// Spaced runs: each starts once the kernel has freed the namespaces of the one before (it does
+// so asynchronously; back to back, a run would measure the previous run's cleanup).
+let namespaceBaseline = kernelNamespaceCount()
 for i in 0..<(runs * 2) {
+    _ = waitForCleanup(baseline: namespaceBaseline)
     if i % 2 == 0 {
         let u = must(spawn([binary, "up", "--lab", lab, "--backend", backend]), "cgnat up")
         let d = must(spawn([binary, "down", "--lab", lab]), "cgnat down")
@@ -115,6 +119,7 @@ for i in 0..<(runs * 2) {
         shell.append(u + d)
     }
     // The kernel's own floor: the lab's namespaces created and deleted in-process, nothing else.
+    _ = waitForCleanup(baseline: namespaceBaseline)
     let t0 = monotonicMilliseconds()
     for ns in plan.namespaces { if let fd = try? NetNamespace.create("\(ns)-floor") { close(fd) } }
     for ns in plan.namespaces { try? NetNamespace.delete("\(ns)-floor") }
@@ -145,7 +150,7 @@ for _ in 0..<max(3, runs / 2) {
 _ = must(spawn([binary, "down", "--lab", lab]), "cgnat down")
 
 let n = median(native), s = median(shell), f = median(floor)
-print("cgnat-bench: seed lab, \(backend) backend, \(plan.namespaces.count) namespaces, \(commands) steps; median of \(runs) alternating runs")
+print("cgnat-bench: seed lab, \(backend) backend, \(plan.namespaces.count) namespaces, \(commands) steps; median of \(runs) alternating spaced runs")
 print("  cgnat up + cgnat down (2 processes):      \(fmt(n)) ms   (up \(fmt(median(nativeUp))) ms, down \(fmt(median(nativeDown))) ms)")
 print("  rendered shell, one ip per command (\(commands + plan.namespaces.count)): \(fmt(s)) ms")
 print("  kernel floor (namespaces alone):          \(fmt(f)) ms")
