@@ -23,17 +23,17 @@ func kernelNamespaceCount() -> Int? {
 }
 
 /// Waits until the kernel's asynchronous namespace cleanup of the last run is done: the count is
-/// back near `baseline`, or has not moved for two seconds (others' labs come and go too).
+/// back at `baseline`, or has not moved for a second (others' labs come and go too), 10 s at most.
 func waitForCleanup(baseline: Int?) -> Double {
     let t0 = monotonicMilliseconds()
     guard let baseline else { usleep(2_000_000); return monotonicMilliseconds() - t0 }
     var last = kernelNamespaceCount() ?? 0, stableSince = t0
-    while monotonicMilliseconds() - t0 < 120_000 {
+    while monotonicMilliseconds() - t0 < 10_000 {
         let now = kernelNamespaceCount() ?? 0
-        if now <= baseline + 8 { break }
+        if now <= baseline { break }
         if now != last { last = now; stableSince = monotonicMilliseconds() }
-        if monotonicMilliseconds() - stableSince > 2000 { break }
-        usleep(100_000)
+        if monotonicMilliseconds() - stableSince > 1000 { break }
+        usleep(50_000)
     }
     usleep(300_000)
     return monotonicMilliseconds() - t0
