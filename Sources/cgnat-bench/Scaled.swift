@@ -90,12 +90,14 @@ from mininet.net import Mininet
 from mininet.nodelib import LinuxBridge
 from mininet.log import setLogLevel
 setLogLevel('error')
-n, domains = int(sys.argv[1]), int(sys.argv[2])
+# argv[1]: one subscriber per line, "DOMAIN ADDRESS/LENGTH", from the lab model.
+hosts = [line.split() for line in open(sys.argv[1]) if line.strip()]
 net = Mininet(controller=None, switch=LinuxBridge, build=False, autoSetMacs=True, waitConnected=False)
-switches = [net.addSwitch('s%d' % (d + 1)) for d in range(domains)]
-for i in range(n):
-    h = net.addHost('h%d' % (i + 1), ip='100.64.%d.%d/10' % (((i % (n // domains)) + 1) >> 8, ((i % (n // domains)) + 1) & 255))
-    net.addLink(h, switches[i // (n // domains)])
+switches = {}
+for i, (domain, ip) in enumerate(hosts):
+    if domain not in switches:
+        switches[domain] = net.addSwitch('s%d' % (len(switches) + 1))
+    net.addLink(net.addHost('h%d' % (i + 1), ip=ip), switches[domain])
 t0 = time.time()
 net.build()
 net.start()
@@ -107,14 +109,19 @@ print('%.1f %.1f' % ((t1 - t0) * 1000, (t2 - t1) * 1000))
 
 func haveMininet() -> Bool { spawn(["/usr/bin/python3", "-c", "import mininet.net, mininet.nodelib"]).0 == 0 }
 
-func runMininet(_ n: Int, domains: Int, prefix: String) -> (up: Double, down: Double)? {
-    let script = "/tmp/\(prefix)-mn.py", out = "/tmp/\(prefix)-mn.out"
+func runMininet(_ lab: Lab, prefix: String) -> (up: Double, down: Double)? {
+    let script = "/tmp/\(prefix)-mn.py", out = "/tmp/\(prefix)-mn.out", hosts = "/tmp/\(prefix)-mn.hosts"
     writeScript(script, mininetScript)
-    defer { unlink(script); unlink(out) }
+    // The same subscribers as the lab: its domains as switches, each host's first IPv4 address.
+    writeScript(hosts, lab.hosts.compactMap { h -> String? in
+        guard case .domain(let d) = h.attachment, let a = h.addresses.first(where: { $0.family == .v4 }) else { return nil }
+        return "\(d) \(a)\n"
+    }.joined())
+    defer { unlink(script); unlink(out); unlink(hosts) }
     let ns = "\(prefix)-mn"
     guard spawn(["ip", "netns", "add", ns]).0 == 0 else { return nil }
     defer { _ = spawn(["ip", "netns", "del", ns]) }
-    let r = spawn(["ip", "netns", "exec", ns, "/usr/bin/python3", script, String(n), String(domains)], stdout: out)
+    let r = spawn(["ip", "netns", "exec", ns, "/usr/bin/python3", script, hosts], stdout: out)
     guard r.0 == 0, let f = fopen(out, "r") else { fputs("cgnat-bench: mininet run failed (exit \(r.0))\n", stderr); return nil }
     defer { fclose(f) }
     var line = [CChar](repeating: 0, count: 256)
@@ -165,7 +172,7 @@ func runScaled(_ sizes: [Int], backend: Backend, runs: Int, mininet: Bool) {
 
             if withMininet {
                 _ = waitForCleanup(baseline: baseline)
-                if let m = runMininet(n, domains: lab.router.subscribers.count, prefix: "cgb-s\(n)") { mn.append(m) }
+                if let m = runMininet(lab, prefix: "cgb-s\(n)") { mn.append(m) }
             }
         }
         func med(_ v: [(Double, Double)], _ k: Int) -> Double { median(v.map { k == 0 ? $0.0 : k == 1 ? $0.1 : $0.0 + $0.1 }) }
