@@ -12,7 +12,16 @@ struct ScaleTests {
         let lab = Lab.seedScaled(name: name, domains: 10, perDomain: 100)
         var removed = false
         defer { if !removed { _ = try? Teardown.down(lab: name) } }
-        let result = try LabControl.up(lab, backend: .netns, faults: .init(), showProgress: false)
+        // Under a limit of 512 fds (the default is 1024): a namespace's fd and socket must be
+        // released when its steps are done, or 1012 namespaces fail with EMFILE.
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        var low = limit
+        low.rlim_cur = 512
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &low)
+        let upResult = Result { try LabControl.up(lab, backend: .netns, faults: .init(), showProgress: false) }
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let result = try upResult.get()
         let plan = result.plan
         #expect(plan.namespaces.count == 1 + 1 + 10 + 1000)
         #expect(Set(namespaces(withPrefix: name)) == Set(plan.namespaces), "every namespace of the plan exists, and no other")
