@@ -41,9 +41,13 @@ public enum NetNamespace {
 
     /// Makes /run/netns a shared mount (once per boot), so namespaces mounted there later are
     /// visible in other mount namespaces, as iproute2 does.
+    nonisolated(unsafe) private static var runDirectoryPrepared = false
+
     static func prepareRunDirectory() throws {
+        // Once per process: a thousand namespaces need not remount it a thousand times.
+        if runDirectoryPrepared { return }
         if mkdir(runDirectory, 0o755) != 0 && errno != EEXIST { throw SystemError("mkdir \(runDirectory)") }
-        if mount("", runDirectory, "none", UInt(MS_SHARED | MS_REC), nil) == 0 { return }
+        if mount("", runDirectory, "none", UInt(MS_SHARED | MS_REC), nil) == 0 { runDirectoryPrepared = true; return }
         guard errno == EINVAL else { throw SystemError("make \(runDirectory) a shared mount") }
         guard mount(runDirectory, runDirectory, "none", UInt(MS_BIND | MS_REC), nil) == 0 else {
             throw SystemError("bind-mount \(runDirectory) onto itself")
@@ -51,6 +55,7 @@ public enum NetNamespace {
         guard mount("", runDirectory, "none", UInt(MS_SHARED | MS_REC), nil) == 0 else {
             throw SystemError("make \(runDirectory) a shared mount")
         }
+        runDirectoryPrepared = true
     }
 
     /// The name is held by something else (a namespace or a file): nothing was created.
@@ -67,6 +72,13 @@ public enum NetNamespace {
     /// nothing is left behind.
     public static func create(_ name: String, beforeMount: ((Identity) throws -> Void)? = nil,
                               inside: ((Int32) throws -> Void)? = nil) throws -> Int32 {
+        try OSThread.run { try createOnThisThread(name, beforeMount: beforeMount, inside: inside) }
+    }
+
+    /// `create` on the calling thread, which is left in the new namespace: only for a dedicated
+    /// OS thread (a worker that makes many namespaces one after another, or one that ends after).
+    public static func createOnThisThread(_ name: String, beforeMount: ((Identity) throws -> Void)? = nil,
+                                          inside: ((Int32) throws -> Void)? = nil) throws -> Int32 {
         try prepareRunDirectory()
         let p = path(name)
         let marker = Glibc.open(p, O_RDONLY | O_CREAT | O_EXCL, 0)
@@ -76,22 +88,20 @@ public enum NetNamespace {
         }
         close(marker)
         do {
-            return try OSThread.run {
-                guard cgn_unshare(cgn_clone_newnet()) == 0 else { throw SystemError("unshare a network namespace for \(name)") }
-                if let beforeMount {
-                    var st = stat()
-                    guard stat("/proc/thread-self/ns/net", &st) == 0 else { throw SystemError("stat the new namespace of \(name)") }
-                    try beforeMount(Identity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))
-                }
-                // /proc/thread-self, not /proc/self: only this thread is in the new namespace.
-                guard mount("/proc/thread-self/ns/net", p, "none", UInt(MS_BIND), nil) == 0 else {
-                    throw SystemError("bind-mount the new namespace onto \(p)")
-                }
-                let fd = Glibc.open(p, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else { throw SystemError("open \(p)") }
-                do { try inside?(fd) } catch { close(fd); throw error }
-                return fd
+            guard cgn_unshare(cgn_clone_newnet()) == 0 else { throw SystemError("unshare a network namespace for \(name)") }
+            if let beforeMount {
+                var st = stat()
+                guard stat("/proc/thread-self/ns/net", &st) == 0 else { throw SystemError("stat the new namespace of \(name)") }
+                try beforeMount(Identity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))
             }
+            // /proc/thread-self, not /proc/self: only this thread is in the new namespace.
+            guard mount("/proc/thread-self/ns/net", p, "none", UInt(MS_BIND), nil) == 0 else {
+                throw SystemError("bind-mount the new namespace onto \(p)")
+            }
+            let fd = Glibc.open(p, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw SystemError("open \(p)") }
+            do { try inside?(fd) } catch { close(fd); throw error }
+            return fd
         } catch {
             umount2(p, Int32(MNT_DETACH))
             unlink(p)

@@ -143,6 +143,68 @@ public final class NetlinkSocket {
         }
     }
 
+    /// Pipelined requests, read back as google/nftables reads a batch: every message gets
+    /// NLM_F_REQUEST|NLM_F_ACK and a sequence number of its own, all go to the kernel in one
+    /// datagram, then one acknowledgement per message is read and mapped back to its message by
+    /// sequence number. The kernel handles the messages in order and goes on after a refusal, so
+    /// every failure is returned, by position, with the kernel's extended-ACK message; `step`
+    /// names a position for the error. Keep batches small enough that their acknowledgements fit
+    /// the receive buffer (a few hundred).
+    public func requestAll(_ messages: [NetlinkMessage], step: (Int) -> String) throws -> [(position: Int, error: NetlinkError)] {
+        guard !messages.isEmpty else { return [] }
+        guard socketFD >= 0 else { throw NetlinkError(step: step(0), errno: EBADF) }
+        var bytes: [UInt8] = []
+        var position: [UInt32: Int] = [:]
+        position.reserveCapacity(messages.count)
+        for (i, message) in messages.enumerated() {
+            let m = prepare(message, flags: NL.F_REQUEST | NL.F_ACK)
+            position[m.seq] = i
+            bytes += m.encoded()
+        }
+        var addr = sockaddr_nl()
+        addr.nl_family = sa_family_t(AF_NETLINK)
+        while true {
+            let n = bytes.withUnsafeBytes { buf in
+                withUnsafePointer(to: &addr) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        sendto(socketFD, buf.baseAddress, buf.count, 0, $0, socklen_t(MemoryLayout<sockaddr_nl>.size))
+                    }
+                }
+            }
+            if n == bytes.count { break }
+            if n < 0 && Glibc.errno == EINTR { continue }
+            throw NetlinkError(step: step(0), errno: n < 0 ? Glibc.errno : EMSGSIZE)
+        }
+        var failures: [(position: Int, error: NetlinkError)] = []
+        var pending = messages.count
+        while pending > 0 {
+            for reply in try receiveSmall(step: step(messages.count - pending)) where reply.type == NL.NLMSG_ERROR {
+                guard let i = position.removeValue(forKey: reply.seq) else { continue }
+                pending -= 1
+                if let info = reply.errorInfo, info.errno != 0 {
+                    failures.append((i, NetlinkError(step: step(i), errno: info.errno, kernelMessage: info.message, offset: info.offset)))
+                }
+            }
+        }
+        return failures.sorted { $0.position < $1.position }
+    }
+
+    /// One datagram of small replies (acknowledgements) into a reused buffer: one recv, no peek.
+    private var smallBuffer = [UInt8](repeating: 0, count: 16384)
+    private func receiveSmall(step: String) throws -> [NetlinkMessage] {
+        while true {
+            let n = smallBuffer.withUnsafeMutableBytes { recv(socketFD, $0.baseAddress, $0.count, Int32(MSG_TRUNC)) }
+            if n < 0 {
+                let e = Glibc.errno
+                if e == EINTR { continue }
+                throw NetlinkError(step: step, errno: e)
+            }
+            // An acknowledgement never is this large; a reply that is would have been cut.
+            guard n <= smallBuffer.count else { throw NetlinkError(step: step, errno: EMSGSIZE, kernelMessage: "reply of \(n) bytes truncated") }
+            return try NetlinkMessage.parse(Array(smallBuffer[0..<n]))
+        }
+    }
+
     /// Sends a GET request without NLM_F_DUMP and returns its single reply (or throws the
     /// kernel's error).
     public func get(_ message: NetlinkMessage, step: String) throws -> NetlinkMessage {

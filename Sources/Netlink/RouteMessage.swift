@@ -6,12 +6,18 @@ public enum RouteMessage {
     public static let RTM_NEWADDR: UInt16 = 20, RTM_DELADDR: UInt16 = 21, RTM_GETADDR: UInt16 = 22
     public static let RTM_NEWROUTE: UInt16 = 24, RTM_DELROUTE: UInt16 = 25, RTM_GETROUTE: UInt16 = 26
     public static let RTM_NEWRULE: UInt16 = 32, RTM_DELRULE: UInt16 = 33, RTM_GETRULE: UInt16 = 34
+    public static let RTM_NEWNEIGH: UInt16 = 28
     // IFLA_* (linux/if_link.h)
     static let IFLA_ADDRESS: UInt16 = 1, IFLA_IFNAME: UInt16 = 3, IFLA_MTU: UInt16 = 4, IFLA_MASTER: UInt16 = 10
     static let IFLA_OPERSTATE: UInt16 = 16, IFLA_LINKINFO: UInt16 = 18, IFLA_NET_NS_FD: UInt16 = 28, IFLA_EXT_MASK: UInt16 = 29
     static let IFLA_INFO_KIND: UInt16 = 1, IFLA_INFO_DATA: UInt16 = 2
     static let VETH_INFO_PEER: UInt16 = 1
     static let IFLA_VRF_TABLE: UInt16 = 1
+    static let IFLA_AF_SPEC: UInt16 = 26, IFLA_INET6_ADDR_GEN_MODE: UInt16 = 8, IN6_ADDR_GEN_MODE_NONE: UInt8 = 1
+    static let AF_INET6: UInt16 = 10
+    // NDA_* and NUD_* (linux/neighbour.h)
+    static let NDA_DST: UInt16 = 1, NDA_LLADDR: UInt16 = 2
+    static let NUD_PERMANENT: UInt16 = 0x80
     static let RTEXT_FILTER_VF: UInt32 = 1, RTEXT_FILTER_SKIP_STATS: UInt32 = 8
     static let IFF_UP: UInt32 = 1
     static let AF_UNSPEC: UInt8 = 0, AF_PACKET: UInt8 = 17
@@ -41,9 +47,13 @@ public enum RouteMessage {
     /// `index`/`peerIndex` ask for specific ifindexes (0 or nil: the kernel picks). Ends in different
     /// namespaces often get the same index, and a veth whose peer has its own ifindex is not an
     /// "urgent" linkwatch event: its carrier (and IPv6 readiness) then lags up to a second.
+    /// `mac`/`peerMAC` set each end's address (`address MAC`); attributes come in iproute2's order:
+    /// address, netns, name.
     public static func addVeth(name: String, peerName: String, namespaceFD: Int32? = nil, peerNamespaceFD: Int32? = nil,
-                               index: Int32? = nil, peerIndex: Int32? = nil) -> NetlinkMessage {
+                               index: Int32? = nil, peerIndex: Int32? = nil,
+                               mac: [UInt8]? = nil, peerMAC: [UInt8]? = nil) -> NetlinkMessage {
         NetlinkMessage(type: RTM_NEWLINK, flags: create, fixed: ifinfomsg(index: index ?? 0)) { a in
+            if let m = mac { a.bytes(IFLA_ADDRESS, m) }
             if let fd = namespaceFD { a.u32(IFLA_NET_NS_FD, UInt32(bitPattern: fd)) }
             a.string(IFLA_IFNAME, name)
             a.nested(IFLA_LINKINFO) { li in
@@ -51,6 +61,7 @@ public enum RouteMessage {
                 li.nested(IFLA_INFO_DATA) { d in
                     // VETH_INFO_PEER holds a struct ifinfomsg followed by the peer's own IFLA_* attributes.
                     var peer = AttributeWriter()
+                    if let m = peerMAC { peer.bytes(IFLA_ADDRESS, m) }
                     if let fd = peerNamespaceFD { peer.u32(IFLA_NET_NS_FD, UInt32(bitPattern: fd)) }
                     peer.string(IFLA_IFNAME, peerName)
                     d.bytes(VETH_INFO_PEER, ifinfomsg(index: peerIndex ?? 0) + peer.bytes)
@@ -59,17 +70,20 @@ public enum RouteMessage {
         }
     }
 
-    /// `ip link add NAME type bridge`.
-    public static func addBridge(name: String) -> NetlinkMessage {
-        NetlinkMessage(type: RTM_NEWLINK, flags: create, fixed: ifinfomsg()) { a in
+    /// `ip link add NAME [index I] [address MAC] [netns NS] type bridge`.
+    public static func addBridge(name: String, index: Int32? = nil, mac: [UInt8]? = nil, namespaceFD: Int32? = nil) -> NetlinkMessage {
+        NetlinkMessage(type: RTM_NEWLINK, flags: create, fixed: ifinfomsg(index: index ?? 0)) { a in
+            if let m = mac { a.bytes(IFLA_ADDRESS, m) }
+            if let fd = namespaceFD { a.u32(IFLA_NET_NS_FD, UInt32(bitPattern: fd)) }
             a.string(IFLA_IFNAME, name)
             a.nested(IFLA_LINKINFO) { $0.unterminatedString(IFLA_INFO_KIND, "bridge") }
         }
     }
 
-    /// `ip link add NAME type vrf table TABLE`.
-    public static func addVRF(name: String, table: UInt32) -> NetlinkMessage {
-        NetlinkMessage(type: RTM_NEWLINK, flags: create, fixed: ifinfomsg()) { a in
+    /// `ip link add NAME [index I] [netns NS] type vrf table TABLE`.
+    public static func addVRF(name: String, table: UInt32, index: Int32? = nil, namespaceFD: Int32? = nil) -> NetlinkMessage {
+        NetlinkMessage(type: RTM_NEWLINK, flags: create, fixed: ifinfomsg(index: index ?? 0)) { a in
+            if let fd = namespaceFD { a.u32(IFLA_NET_NS_FD, UInt32(bitPattern: fd)) }
             a.string(IFLA_IFNAME, name)
             a.nested(IFLA_LINKINFO) { li in
                 li.unterminatedString(IFLA_INFO_KIND, "vrf")
@@ -84,6 +98,28 @@ public enum RouteMessage {
         let change: UInt32 = up == nil ? 0 : IFF_UP
         return NetlinkMessage(type: RTM_NEWLINK, flags: modify, fixed: ifinfomsg(index: index, flags: flags, change: change)) { a in
             if let m = master { a.u32(IFLA_MASTER, UInt32(bitPattern: m)) }
+        }
+    }
+
+    /// `ip link set dev X addrgenmode none`: IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE } }.
+    public static func setAddrGenModeNone(index: Int32) -> NetlinkMessage {
+        NetlinkMessage(type: RTM_NEWLINK, flags: modify, fixed: ifinfomsg(index: index)) { a in
+            a.nested(IFLA_AF_SPEC) { spec in
+                spec.nested(AF_INET6) { $0.u8(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE) }
+            }
+        }
+    }
+
+    // MARK: neighbours
+
+    /// `ip neigh add ADDR lladdr MAC dev X nud permanent`: struct ndmsg, NDA_DST, NDA_LLADDR.
+    public static func addPermanentNeighbour(index: Int32, address: IPAddress, mac: [UInt8]) -> NetlinkMessage {
+        var w = ByteWriter()
+        w.u8(address.family.rawValue); w.u8(0); w.u16(0)   // family, pad1, pad2
+        w.i32(index); w.u16(NUD_PERMANENT); w.u8(0); w.u8(0) // ifindex, state, flags, type
+        return NetlinkMessage(type: RTM_NEWNEIGH, flags: create, fixed: w.bytes) { a in
+            a.address(NDA_DST, address)
+            a.bytes(NDA_LLADDR, mac)
         }
     }
 

@@ -2,18 +2,27 @@
 // the `render` output run as a shell script with one `ip` process per command, the way the seed's
 // demo built its lab; the kernel's floor (the lab's namespaces alone); and `check`'s wall time.
 // Prints medians of alternating runs and the ratios.
+//
+// `--scale 10,100,1000`: for each N, a lab of N subscribers (`Lab.seedScaled`: 10 domains, or one
+// for N < 100) brought up and down by cgnat against the same plan as `ip -batch` files
+// (`cgnat render --batch`), Mininet 2.3 (N hosts on LinuxBridge switches, no controller, run in a
+// namespace of its own so the host's is never touched) and the kernel floor (N namespaces and N
+// veths, nothing else). Runs are spaced: each waits until the kernel has freed the namespaces
+// of the one before (net_namespace objects in /proc/slabinfo), which it does asynchronously.
 import CGNat
 import Glibc
 import Netlink
 
 func usage() -> Never {
-    fputs("usage: cgnat-bench [--runs N] [--backend netns|vrf] [--cgnat PATH]\n", stderr)
+    fputs("usage: cgnat-bench [--runs N] [--backend netns|vrf] [--cgnat PATH] [--scale N,N,... [--no-mininet]]\n", stderr)
     exit(2)
 }
 
 var runs = 11
 var backend = "netns"
 var cgnat: String?
+var scales: [Int] = []
+var mininet = true
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -21,6 +30,12 @@ while !args.isEmpty {
     case "--runs": guard let v = args.first, let n = Int(v), n > 0 else { usage() }; runs = n; args.removeFirst()
     case "--backend": guard let v = args.first else { usage() }; backend = v; args.removeFirst()
     case "--cgnat": guard let v = args.first else { usage() }; cgnat = v; args.removeFirst()
+    case "--scale":
+        guard let v = args.first else { usage() }
+        scales = v.split(separator: ",").compactMap { Int($0) }
+        guard !scales.isEmpty, scales.allSatisfy({ $0 >= 1 && ($0 < 100 || $0 % 10 == 0) && $0 <= 10_000 }) else { usage() }
+        args.removeFirst()
+    case "--no-mininet": mininet = false
     default: usage()
     }
 }
@@ -69,6 +84,10 @@ func fmt(_ v: Double) -> String {
 }
 
 guard let be = Backend(rawValue: backend) else { usage() }
+if !scales.isEmpty {
+    runScaled(scales, backend: be, runs: runs, mininet: mininet)
+    exit(0)
+}
 let plan: Plan
 do { plan = try Planner.plan(Lab.seed(name: lab), backend: be) } catch { fputs("cgnat-bench: \(error)\n", stderr); exit(1) }
 let upScript = "/tmp/cgnat-bench-up.\(getpid()).sh", downScript = "/tmp/cgnat-bench-down.\(getpid()).sh"
@@ -85,7 +104,11 @@ let commands = plan.steps.count
 
 var native: [Double] = [], nativeUp: [Double] = [], nativeDown: [Double] = []
 var shell: [Double] = [], floor: [Double] = []
+// Spaced runs: each starts once the kernel has freed the namespaces of the one before (it does
+// so asynchronously; back to back, a run would measure the previous run's cleanup).
+let namespaceBaseline = kernelNamespaceCount()
 for i in 0..<(runs * 2) {
+    _ = waitForCleanup(baseline: namespaceBaseline)
     if i % 2 == 0 {
         let u = must(spawn([binary, "up", "--lab", lab, "--backend", backend]), "cgnat up")
         let d = must(spawn([binary, "down", "--lab", lab]), "cgnat down")
@@ -96,6 +119,7 @@ for i in 0..<(runs * 2) {
         shell.append(u + d)
     }
     // The kernel's own floor: the lab's namespaces created and deleted in-process, nothing else.
+    _ = waitForCleanup(baseline: namespaceBaseline)
     let t0 = monotonicMilliseconds()
     for ns in plan.namespaces { if let fd = try? NetNamespace.create("\(ns)-floor") { close(fd) } }
     for ns in plan.namespaces { try? NetNamespace.delete("\(ns)-floor") }
@@ -126,7 +150,7 @@ for _ in 0..<max(3, runs / 2) {
 _ = must(spawn([binary, "down", "--lab", lab]), "cgnat down")
 
 let n = median(native), s = median(shell), f = median(floor)
-print("cgnat-bench: seed lab, \(backend) backend, \(plan.namespaces.count) namespaces, \(commands) steps; median of \(runs) alternating runs")
+print("cgnat-bench: seed lab, \(backend) backend, \(plan.namespaces.count) namespaces, \(commands) steps; median of \(runs) alternating spaced runs")
 print("  cgnat up + cgnat down (2 processes):      \(fmt(n)) ms   (up \(fmt(median(nativeUp))) ms, down \(fmt(median(nativeDown))) ms)")
 print("  rendered shell, one ip per command (\(commands + plan.namespaces.count)): \(fmt(s)) ms")
 print("  kernel floor (namespaces alone):          \(fmt(f)) ms")

@@ -1,6 +1,7 @@
 // Benchmark (not a test): how many new NAT mappings per second the event log keeps up with.
-// A sender in blue_c1 starts UDP flows (one datagram each, a fresh source/destination port pair
-// per flow, to sinks on the uplink's 192.0.2.1) for a fixed time while a logger runs in the
+// A sender in the lab's first subscriber starts UDP flows (one datagram each, a fresh source/
+// destination port pair per flow, to sinks on the uplink host's public address; both taken from
+// the lab model) for a fixed time while a logger runs in the
 // router's namespace: `cgnat events --json`, then `conntrack -E -o timestamp` on the same load.
 // Ground truth for flows created: the packet counter of the router's SNAT rule (a nat chain sees
 // only the first packet of each connection). Both loggers write into a pipe the bench counts NEW
@@ -41,6 +42,13 @@ guard access(binary, X_OK) == 0 else { fputs("cgnat-events-bench: \(binary) not 
 let labName = "cgevbench"
 let lab = Lab.seed(name: labName)
 let mainNS = lab.namespaceName(lab.router.name)
+/// The sender: the first subscriber, from its first IPv4 address (NATed on the way out).
+guard let senderHost = lab.hosts.first(where: { $0.attachment != .uplink }),
+      let senderAddress = senderHost.addresses.first(where: { $0.family == .v4 })?.address,
+      let uplinkHost = lab.uplinkHost,
+      // The sinks: the uplink host's public address (on its loopback), else its own.
+      let sinkAddress = (uplinkHost.loopbackAddresses + uplinkHost.addresses).first(where: { $0.family == .v4 })?.address
+else { fputs("cgnat-events-bench: the lab has no IPv4 subscriber or uplink address\n", stderr); exit(1) }
 let sinkPorts = 8
 let firstSourcePort = 1024
 /// Distinct flows available: every source port with every sink port (the table holds 262144).
@@ -174,7 +182,7 @@ final class LineCounter {
 
 /// Sinks on the uplink (never read: the flows only have to pass the router).
 func openSinks() -> [Int32] {
-    guard let (_, fd) = try? LabControl.open(context: "uplink", lab: lab) else { die("open uplink namespace") }
+    guard let (_, fd) = try? LabControl.open(context: uplinkHost.name, lab: lab) else { die("open \(uplinkHost.name) namespace") }
     defer { close(fd) }
     let socks: [Int32]? = try? NetNamespace.run(in: fd) {
         (0..<sinkPorts).map { k -> Int32 in
@@ -182,7 +190,7 @@ func openSinks() -> [Int32] {
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_port = UInt16(9000 + k).bigEndian
-            inet_pton(AF_INET, "192.0.2.1", &addr.sin_addr)
+            addr.sin_addr.s_addr = inAddr(sinkAddress)
             _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
             return s
         }
@@ -191,12 +199,19 @@ func openSinks() -> [Int32] {
     return socks
 }
 
-/// A raw IPv4 socket in blue_c1 that writes its own headers: one socket, any source port.
+/// An IPv4 address as `in_addr.s_addr` (network byte order in memory).
+func inAddr(_ a: IPAddress) -> in_addr_t {
+    var v: in_addr_t = 0
+    withUnsafeMutableBytes(of: &v) { for i in 0..<4 { $0[i] = a.bytes[i] } }
+    return v
+}
+
+/// A raw IPv4 socket in the sender's namespace that writes its own headers: one socket, any source port.
 func openSender() -> Int32 {
-    guard let (_, fd) = try? LabControl.open(context: "blue_c1", lab: lab) else { die("open blue_c1 namespace") }
+    guard let (_, fd) = try? LabControl.open(context: senderHost.name, lab: lab) else { die("open \(senderHost.name) namespace") }
     defer { close(fd) }
     guard let s = try? NetNamespace.run(in: fd, { socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(IPPROTO_RAW)) }), s >= 0 else {
-        die("raw socket in blue_c1")
+        die("raw socket in \(senderHost.name)")
     }
     return s
 }
@@ -207,13 +222,12 @@ func openSender() -> Int32 {
 func generate(sender: Int32, base: Int, seconds: Double) -> (Int, Double) {
     var pkt = [UInt8](repeating: 0, count: 29)
     pkt[0] = 0x45; pkt[2] = 0; pkt[3] = 29; pkt[8] = 64; pkt[9] = 17
-    pkt[12] = 100; pkt[13] = 64; pkt[14] = 0; pkt[15] = 1          // 100.64.0.1
-    pkt[16] = 192; pkt[17] = 0; pkt[18] = 2; pkt[19] = 1           // 192.0.2.1
+    for k in 0..<4 { pkt[12 + k] = senderAddress.bytes[k]; pkt[16 + k] = sinkAddress.bytes[k] }
     pkt[24] = 0; pkt[25] = 9                                        // UDP length 9, checksum 0 (none)
     pkt[28] = 0x78
     var dst = sockaddr_in()
     dst.sin_family = sa_family_t(AF_INET)
-    inet_pton(AF_INET, "192.0.2.1", &dst.sin_addr)
+    dst.sin_addr.s_addr = inAddr(sinkAddress)
     let t0 = monotonicMilliseconds()
     let end = t0 + seconds * 1000
     var sent = 0
@@ -329,7 +343,7 @@ let sender = openSender()
 
 var ctArgs = ["ip", "netns", "exec", mainNS, "conntrack", "-E", "-o", "timestamp"]
 if let b = conntrackBuffer { ctArgs += ["--buffer-size", String(b)] }
-print("cgnat-events-bench: UDP flows from blue_c1 to the uplink through the NAT for \(fmt(duration, 1)) s per run, "
+print("cgnat-events-bench: UDP flows from \(senderHost.name) (\(senderAddress)) to \(uplinkHost.name) (\(sinkAddress)) through the NAT for \(fmt(duration, 1)) s per run, "
       + (rate > 0 ? "paced to \(rate) flows/s" : "unpaced (one sender thread)") + "; \(runs) run(s) per logger")
 var results: [String: [Measurement]] = [:]
 var base = 0

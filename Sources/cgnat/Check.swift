@@ -4,6 +4,7 @@ import Glibc
 
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "check",
         abstract: "Prove every path of the lab: all probes run at once, one row each (root).",
         discussion: """
             Rows: every subscriber's gateway and NAT to the uplink, seen from the far side (the public \

@@ -4,6 +4,7 @@ import Glibc
 
 struct Events: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "events",
         abstract: "Live conntrack events of the router: the NAT mapping log (root).",
         discussion: """
             One line per NEW, UPDATE or DESTROY event in the router's (main) namespace, read over a native \

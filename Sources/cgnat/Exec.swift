@@ -5,6 +5,7 @@ import Netlink
 
 struct Exec: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "exec",
         abstract: "Run a command in a context of the lab (root); exits with the command's status.",
         discussion: "Example: cgnat exec --lab LAB CONTEXT -- ping -c1 ADDRESS (`cgnat status` lists the contexts).")
 

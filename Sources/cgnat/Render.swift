@@ -3,6 +3,7 @@ import CGNat
 
 struct Render: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "render",
         abstract: "Print the lab as the equivalent shell script (ip, sysctl, nft); needs no root.",
         discussion: """
             The lab: FILE if given (read by cgnat-lab), else the lab of that name if it is up, else the \
@@ -15,6 +16,8 @@ struct Render: ParsableCommand {
     @Option(help: "Backend to render (netns or vrf).") var backend: Backend = .netns
     @Flag(help: "Print the teardown instead.") var down = false
     @Flag(help: "Print only the nftables ruleset.") var ruleset = false
+    @Flag(help: "Print ip -batch files (one ip process per namespace, not per command): the fastest plain shell for large labs.")
+    var batch = false
 
     func run() throws {
         let plan: Plan
@@ -26,6 +29,7 @@ struct Render: ParsableCommand {
             fail("\(error)")
         }
         if ruleset { Output.write(plan.ruleset.text) }
+        else if batch { Output.write(down ? ShellRenderer.renderDownBatched(plan) : ShellRenderer.renderBatched(plan)) }
         else { Output.write(down ? ShellRenderer.renderDown(plan) : ShellRenderer.render(plan)) }
         Output.flush()
     }

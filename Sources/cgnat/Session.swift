@@ -5,6 +5,7 @@ import Glibc
 
 struct Shell: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "shell",
         abstract: "An interactive shell in one context; prompt and hostname say where it is (root).")
 
     @OptionGroup var options: LabOptions
@@ -59,6 +60,7 @@ struct Shell: ParsableCommand {
 
 struct Tmux: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "tmux",
         abstract: "Open (or re-attach to) a tmux session with a shell per context, events and traces (root).",
         discussion: """
             Brings the lab up first if it is not. A lab with more than \(LabScale.detailLimit) subscribers gets \

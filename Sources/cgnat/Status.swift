@@ -4,6 +4,7 @@ import Glibc
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "status",
         abstract: "Show what is up, per context: namespace, interfaces, addresses, routes, rules, conntrack (root).",
         discussion: "A lab with more than \(LabScale.detailLimit) subscribers in a domain is summarised per domain (hosts, links up, addresses, conntrack entries, and the hosts that fall short by name); --context, --full and --json show everything.")
 

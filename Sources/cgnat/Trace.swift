@@ -4,6 +4,7 @@ import Glibc
 
 struct Trace: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "trace",
         abstract: "Run a command in a context and show each of its packets' path through the router (root).",
         discussion: """
             Example: cgnat trace CONTEXT -- ping -c1 ADDRESS

@@ -4,6 +4,7 @@ import Glibc
 
 struct Up: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "up",
         abstract: "Build the lab in namespaces of its own (root).",
         discussion: """
             FILE: a lab file (YAML, read by cgnat-lab next to cgnat); its `name:` names the lab. Without \
@@ -60,6 +61,7 @@ struct Up: ParsableCommand {
 
 struct Down: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "down",
         abstract: "Remove exactly what `up` made (root), also after a crash or a half-done `up` or `down`.",
         discussion: """
             Ends the lab's own commands first (check, events, trace, shell, tmux: they exit non-zero saying \

@@ -32,9 +32,10 @@ import Netlink
             case .createNamespace(let ns): namespaces.insert(ns)
             case .addVeth(let ns, let n, let pns, let p, _, _):
                 need(ns); need(pns); links.insert("\(ns)/\(n)"); links.insert("\(pns)/\(p)")
-            case .addBridge(let ns, let n), .addVRF(let ns, let n, _): need(ns); links.insert("\(ns)/\(n)")
+            case .addBridge(let ns, let n, _), .addVRF(let ns, let n, _, _): need(ns); links.insert("\(ns)/\(n)")
             case .setMaster(let ns, let l, let m): need(ns, l); need(ns, m)
-            case .setUp(let ns, let l), .addAddress(let ns, let l, _): need(ns, l)
+            case .setUp(let ns, let l), .addAddress(let ns, let l, _), .setAddrGenModeNone(let ns, let l),
+                 .addNeighbour(let ns, let l, _, _): need(ns, l)
             case .addRoute(let ns, let r): need(ns, r.device)
             case .sysctl(let ns, let key, _):
                 need(ns)
@@ -135,7 +136,10 @@ import Netlink
     @Test func rendersIproute2Commands() {
         let lines = Set(script.split(separator: "\n").map(String.init))
         #expect(lines.contains("ip netns add cgnat-main"))
-        #expect(lines.contains("ip -n cgnat-uplink link add dev client1 index 10 type veth peer name muplink index 11 netns cgnat-main"))
+        #expect(lines.contains("ip -n cgnat-uplink link add dev client1 index 10 address 02:63:00:00:00:0a type veth peer name muplink index 11 address 02:63:00:00:00:0b netns cgnat-main"))
+        #expect(lines.contains("ip -n cgnat-main-blue link add dev br-blue index 14 address 02:63:00:00:00:0e type bridge"))
+        #expect(lines.contains("ip -n cgnat-main-blue link set dev blue_c1 addrgenmode none"))
+        #expect(lines.contains("ip -n cgnat-blue_c1 neigh add 100.127.255.254 lladdr 02:63:00:00:00:0e dev cuplink nud permanent"))
         #expect(lines.contains("ip -n cgnat-main-blue -4 route add default via inet6 fe80::1 dev t-up"))
         #expect(lines.contains("ip -n cgnat-main -4 route add 100.64.0.0/10 via inet6 fe80::2 dev t-red src 192.0.0.8 table 102"))
         #expect(lines.contains("ip -n cgnat-main -4 rule add pref 100 fwmark 1 lookup 101"))

@@ -34,7 +34,8 @@ public enum LabControl {
         try up(lab, backend: backend, faults: Faults(failBeforeStep: failBeforeStep))
     }
 
-    public static func up(_ lab: Lab, backend: Backend, faults: Faults) throws -> UpResult {
+    /// `showProgress`: a bar (or plain lines) on stderr while a large lab comes up.
+    public static func up(_ lab: Lab, backend: Backend, faults: Faults, showProgress: Bool = true) throws -> UpResult {
         try requireRoot("cgnat up")
         let start = monotonicMilliseconds()
         let plan = try Planner.plan(lab, backend: backend)
@@ -59,9 +60,13 @@ public enum LabControl {
         applier.crashAfterStep = faults.crashAfterStep
         applier.stepDelayMilliseconds = faults.stepDelayMilliseconds
         applier.crashBeforeMount = faults.crashBeforeMount
+        let progress = Progress("up \(lab.name)", total: plan.steps.count, large: Progress.isLarge(namespaces: plan.namespaces.count))
+        if showProgress { applier.progress = progress.update }
+        defer { progress.finish() }
         do {
             try applier.apply(record: record)
         } catch {
+            progress.finish()
             let undone = (try? Teardown.downLocked(lab: lab.name))?.removed.count ?? 0
             throw RolledBack(underlying: error, removedNamespaces: undone)
         }

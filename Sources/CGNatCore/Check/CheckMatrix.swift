@@ -24,7 +24,7 @@ public struct CheckMatrix {
         let nat = r.nat.publicAddress
         // The admin-prohibited error's source differs by backend, by design.
         let rejectSourceNote = backend == .netns
-            ? "netns: the error comes from 192.0.0.8 (RFC 7600): the router has no IPv4 address on its transfer links"
+            ? "netns: the error comes from \(Conventions.errorSource) (RFC 7600): the router has no IPv4 address on its transfer links"
             : "vrf: the error comes from the domain bridge's own address, the router's address in that VRF"
 
         func add(_ name: String, _ from: Host, _ dst: IPAddress, _ proto: ProbeProtocol = .icmp, bind: IPAddress? = nil,

@@ -42,6 +42,15 @@ extension Lab {
             }
         }
 
+        // A Linux bridge takes at most 1023 ports: the kernel refuses the 1024th with EXFULL,
+        // half-way through `up`. Say so before anything is built.
+        for d in r.subscribers {
+            let ports = hosts(in: d.name).count
+            if ports > Conventions.maxBridgePorts {
+                throw fail("domain '\(d.name)' has \(ports) subscribers, but its bridge \(d.bridge) can take at most \(Conventions.maxBridgePorts) ports (the kernel refuses port \(Conventions.maxBridgePorts + 1) with EXFULL); spread the \(ports) subscribers over \((ports + Conventions.maxBridgePorts - 1) / Conventions.maxBridgePorts) or more domains")
+            }
+        }
+
         // NAT: IPv4 only; each public address is the uplink's own or routed to the router by the
         // uplink host (else replies to it never come back).
         guard r.nat.inside.family == .v4, !r.nat.pool.isEmpty, r.nat.pool.allSatisfy({ $0.family == .v4 }) else {

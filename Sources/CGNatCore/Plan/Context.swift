@@ -51,8 +51,8 @@ extension Lab {
 extension Lab {
     /// Routing table of a domain's VRF on the VRF backend: `up` 10, then 20, 30, ... by domain id.
     public func vrfTable(_ domain: String) -> UInt32? {
-        if domain == router.uplink.name { return 10 }
-        return router.subscribers.first { $0.name == domain }.map { 10 * ($0.id + 1) }
+        if domain == router.uplink.name { return Conventions.uplinkVRFTable }
+        return router.subscribers.first { $0.name == domain }.map { Conventions.vrfTableStep * ($0.id + 1) }
     }
 }
 

@@ -41,11 +41,11 @@ extension Plan {
         let main = lab.namespaceName(r.name)
         func domainNS(_ d: SubscriberDomain) -> String { lab.namespaceName("\(r.name)-\(d.name)") }
         func hostNS(_ h: Host) -> String { lab.namespaceName(h.name) }
-        let routerSide = IPAddress("fe80::1")!, domainSide = IPAddress("fe80::2")!
-        let linkLocal = { (a: IPAddress) in IPPrefix(a, 64) }
-        let errorSource = IPAddress("192.0.0.8")!   // RFC 7600 dummy address: source of ICMP errors
-        func transfer(_ d: SubscriberDomain) -> String { "t-\(d.name)" }
-        let transferUp = "t-\(r.uplink.name)"
+        let routerSide = Conventions.routerLinkLocal, domainSide = Conventions.domainLinkLocal
+        let linkLocal = { (a: IPAddress) in IPPrefix(a, Conventions.linkLocalLength) }
+        let errorSource = Conventions.errorSource
+        func transfer(_ d: SubscriberDomain) -> String { Conventions.transferLink(d.name) }
+        let transferUp = Conventions.transferLink(r.uplink.name)
 
         var steps = StepList()
 
@@ -63,11 +63,11 @@ extension Plan {
         }
         for d in r.subscribers {
             steps.addVeth(main, transfer(d), peerNamespace: domainNS(d), transferUp)
-            steps.append(.addBridge(namespace: domainNS(d), name: d.bridge))
+            steps.addBridge(domainNS(d), d.bridge)
             up += [(main, transfer(d)), (domainNS(d), transferUp), (domainNS(d), d.bridge)]
             for h in lab.hosts(in: d.name) {
                 steps.addVeth(domainNS(d), h.name, peerNamespace: hostNS(h), h.interface)
-                steps.append(.setMaster(namespace: domainNS(d), link: h.name, master: d.bridge))
+                steps.addBridgePort(domainNS(d), h.name, bridge: d.bridge)
                 up += [(domainNS(d), h.name), (hostNS(h), h.interface)]
             }
             // Subscribers may send from an address that is local to the router (the NAT address
@@ -90,6 +90,7 @@ extension Plan {
             steps.append(.addAddress(namespace: domainNS(d), link: d.bridge, address: linkLocal(routerSide)))
         }
         steps += up.map { .setUp(namespace: $0.0, link: $0.1) }
+        steps.addSubscriberNeighbours(lab, bridgeNamespace: domainNS)
 
         // Routes.
         steps.addHostRoutes(lab)
@@ -116,10 +117,10 @@ extension Plan {
 
         // Rules: marked replies find their domain before the local table claims the NAT address.
         for d in r.subscribers {
-            steps.append(.addRule(namespace: main, rule: PlannedRule(family: .v4, priority: 99 + d.id, fwmark: d.id, table: returnTable(d))))
+            steps.append(.addRule(namespace: main, rule: PlannedRule(family: .v4, priority: Conventions.fwmarkRuleBase + d.id, fwmark: d.id, table: returnTable(d))))
         }
-        steps.append(.addRule(namespace: main, rule: PlannedRule(family: .v4, priority: 1000, table: 255)))
-        steps.append(.deleteRule(namespace: main, rule: PlannedRule(family: .v4, priority: 0, table: 255)))
+        steps.append(.addRule(namespace: main, rule: PlannedRule(family: .v4, priority: Conventions.localRulePriority, table: Conventions.localTable)))
+        steps.append(.deleteRule(namespace: main, rule: PlannedRule(family: .v4, priority: 0, table: Conventions.localTable)))
 
         let ruleset = Ruleset(lab: lab, devices: .init(
             subscriberIngress: r.subscribers.map { ($0, transfer($0)) },
@@ -134,13 +135,7 @@ extension Plan {
         return Plan(lab: lab, backend: .netns, steps: steps.steps, contexts: lab.contexts(backend: .netns), ruleset: ruleset)
     }
 
-    static func returnTable(_ d: SubscriberDomain) -> UInt32 { 100 + d.id }
-
-    /// Veth ends get explicit ifindexes from here on, each pair two different numbers. Left to the
-    /// kernel, two ends in fresh namespaces both get index 2; the kernel then treats the carrier
-    /// change as non-urgent and reports it up to a second late (linkwatch), and until then IPv6 on
-    /// the link is not ready: the first forwarded packets wait a second for neighbour discovery.
-    static let vethFirstIndex: Int32 = 10
+    static func returnTable(_ d: SubscriberDomain) -> UInt32 { Conventions.returnTableBase + d.id }
 }
 
 func defaultPrefix(_ family: IPFamily) -> IPPrefix {

@@ -58,9 +58,17 @@ public enum Step: Equatable, Sendable {
     case sysctl(namespace: String, key: String, value: String)
     /// Both ends get explicit, distinct ifindexes (see `Plan.vethIndexes`).
     case addVeth(namespace: String, name: String, peerNamespace: String, peer: String, index: Int32, peerIndex: Int32)
-    case addBridge(namespace: String, name: String)
-    case addVRF(namespace: String, name: String, table: UInt32)
+    /// Bridges and VRFs get explicit ifindexes too, from the same sequence as veths: the
+    /// applier then knows every link's index from the plan and never looks one up.
+    case addBridge(namespace: String, name: String, index: Int32)
+    case addVRF(namespace: String, name: String, table: UInt32, index: Int32)
     case setMaster(namespace: String, link: String, master: String)
+    /// `addrgenmode none`: no automatic IPv6 link-local (nor its MLD and router solicitations)
+    /// on a bridge port, which would otherwise flood every other port of the bridge.
+    case setAddrGenModeNone(namespace: String, link: String)
+    /// A permanent neighbour entry (`nud permanent`): the kernel's neighbour table limit
+    /// (gc_thresh3) is global, not per namespace, and permanent entries do not count against it.
+    case addNeighbour(namespace: String, link: String, address: IPAddress, mac: MACAddress)
     case setUp(namespace: String, link: String)
     case addAddress(namespace: String, link: String, address: IPPrefix)
     case addRoute(namespace: String, route: PlannedRoute)
@@ -71,8 +79,9 @@ public enum Step: Equatable, Sendable {
     public var namespace: String {
         switch self {
         case .createNamespace(let ns): return ns
-        case .sysctl(let ns, _, _), .addVeth(let ns, _, _, _, _, _), .addBridge(let ns, _), .addVRF(let ns, _, _),
-             .setMaster(let ns, _, _), .setUp(let ns, _), .addAddress(let ns, _, _), .addRoute(let ns, _),
+        case .sysctl(let ns, _, _), .addVeth(let ns, _, _, _, _, _), .addBridge(let ns, _, _), .addVRF(let ns, _, _, _),
+             .setMaster(let ns, _, _), .setAddrGenModeNone(let ns, _), .addNeighbour(let ns, _, _, _),
+             .setUp(let ns, _), .addAddress(let ns, _, _), .addRoute(let ns, _),
              .addRule(let ns, _), .deleteRule(let ns, _), .loadRuleset(let ns, _):
             return ns
         }
@@ -84,9 +93,11 @@ public enum Step: Equatable, Sendable {
         case .createNamespace(let ns): return "create namespace \(ns)"
         case .sysctl(let ns, let k, let v): return "[\(ns)] sysctl \(k)=\(v)"
         case .addVeth(let ns, let n, let pns, let p, _, _): return "[\(ns)] add veth \(n) with peer \(p) in \(pns)"
-        case .addBridge(let ns, let n): return "[\(ns)] add bridge \(n)"
-        case .addVRF(let ns, let n, let t): return "[\(ns)] add vrf \(n) table \(t)"
+        case .addBridge(let ns, let n, _): return "[\(ns)] add bridge \(n)"
+        case .addVRF(let ns, let n, let t, _): return "[\(ns)] add vrf \(n) table \(t)"
         case .setMaster(let ns, let l, let m): return "[\(ns)] set \(l) master \(m)"
+        case .setAddrGenModeNone(let ns, let l): return "[\(ns)] set \(l) addrgenmode none"
+        case .addNeighbour(let ns, let l, let a, let m): return "[\(ns)] add permanent neighbour \(a) lladdr \(m) on \(l)"
         case .setUp(let ns, let l): return "[\(ns)] set \(l) up"
         case .addAddress(let ns, let l, let a): return "[\(ns)] add address \(a) on \(l)"
         case .addRoute(let ns, let r): return "[\(ns)] add route \(ShellRenderer.routeArguments(r).joined(separator: " "))"
@@ -94,5 +105,35 @@ public enum Step: Equatable, Sendable {
         case .deleteRule(let ns, let r): return "[\(ns)] delete rule \(ShellRenderer.ruleArguments(r).joined(separator: " "))"
         case .loadRuleset(let ns, _): return "[\(ns)] load nftables ruleset"
         }
+    }
+}
+
+extension Step {
+    /// Whether the step creates a link (the only steps that reach into a second namespace).
+    public var createsLink: Bool {
+        switch self {
+        case .addVeth, .addBridge, .addVRF: return true
+        default: return false
+        }
+    }
+}
+
+extension Plan {
+    /// Every link the plan creates, by namespace and name, with the ifindex it asks for (`lo` is
+    /// always 1): the applier resolves devices from this, without asking the kernel.
+    public var linkIndexes: [String: [String: Int32]] {
+        var out: [String: [String: Int32]] = [:]
+        for step in steps {
+            switch step {
+            case .createNamespace(let ns): out[ns, default: [:]]["lo"] = 1
+            case .addVeth(let ns, let n, let pns, let p, let i, let pi):
+                out[ns, default: [:]][n] = i
+                out[pns, default: [:]][p] = pi
+            case .addBridge(let ns, let n, let i), .addVRF(let ns, let n, _, let i):
+                out[ns, default: [:]][n] = i
+            default: continue
+            }
+        }
+        return out
     }
 }

@@ -3,7 +3,9 @@ import NetAddress
 /// A plan's steps under construction, with the pieces every backend builds the same way.
 struct StepList {
     private(set) var steps: [Step] = []
-    private var nextIndex: Int32 = Plan.vethFirstIndex
+    private var nextIndex: Int32 = Conventions.firstLinkIndex
+    /// The ifindex given to each link so far, by "namespace/link".
+    private var indexes: [String: Int32] = [:]
 
     mutating func append(_ step: Step) { steps.append(step) }
     static func += (list: inout StepList, more: [Step]) { list.steps += more }
@@ -20,11 +22,65 @@ struct StepList {
         steps.append(.setUp(namespace: ns, link: "lo"))
     }
 
-    /// A veth pair, each end created directly in its namespace with an ifindex of its own.
+    /// A veth pair, each end created directly in its namespace with an ifindex of its own. Left to
+    /// the kernel, two ends in fresh namespaces both get index 2; the kernel then treats the carrier
+    /// change as non-urgent and reports it up to a second late (linkwatch), and until then IPv6 on
+    /// the link is not ready: the first forwarded packets wait a second for neighbour discovery.
+    /// Each end's MAC follows from its index (`Conventions.mac(linkIndex:)`).
     mutating func addVeth(_ ns: String, _ name: String, peerNamespace: String, _ peer: String) {
         steps.append(.addVeth(namespace: ns, name: name, peerNamespace: peerNamespace, peer: peer,
                               index: nextIndex, peerIndex: nextIndex + 1))
+        indexes["\(ns)/\(name)"] = nextIndex
+        indexes["\(peerNamespace)/\(peer)"] = nextIndex + 1
         nextIndex += 2
+    }
+
+    /// A bridge with an ifindex (and so a MAC) of its own: left to the kernel, a bridge takes the
+    /// lowest MAC of its ports, which changes as ports are added.
+    mutating func addBridge(_ ns: String, _ name: String) {
+        steps.append(.addBridge(namespace: ns, name: name, index: nextIndex))
+        indexes["\(ns)/\(name)"] = nextIndex
+        nextIndex += 1
+    }
+
+    mutating func addVRF(_ ns: String, _ name: String, table: UInt32) {
+        steps.append(.addVRF(namespace: ns, name: name, table: table, index: nextIndex))
+        indexes["\(ns)/\(name)"] = nextIndex
+        nextIndex += 1
+    }
+
+    /// The MAC a link of this plan will have.
+    func mac(_ ns: String, _ link: String) -> MACAddress {
+        Conventions.mac(linkIndex: indexes["\(ns)/\(link)"]!)
+    }
+
+    /// A subscriber's port on its domain's bridge: enslaved, and without automatic IPv6 addresses.
+    mutating func addBridgePort(_ ns: String, _ port: String, bridge: String) {
+        steps.append(.setMaster(namespace: ns, link: port, master: bridge))
+        steps.append(.setAddrGenModeNone(namespace: ns, link: port))
+    }
+
+    /// Permanent neighbour entries on both sides of every subscriber link: each subscriber knows
+    /// its gateways' MAC (the bridge's), and the bridge knows every subscriber address. The
+    /// kernel's neighbour table limit (gc_thresh3, 1024 per family) is global: a thousand
+    /// subscribers resolving their gateway overflow it, permanent entries do not count.
+    /// Call after the links are up: taking a link down flushes even permanent entries.
+    mutating func addSubscriberNeighbours(_ lab: Lab, bridgeNamespace: (SubscriberDomain) -> String) {
+        for d in lab.router.subscribers {
+            let bns = bridgeNamespace(d)
+            let bridgeMAC = mac(bns, d.bridge)
+            var known = Set<IPAddress>()
+            for h in lab.hosts(in: d.name) {
+                let hns = lab.namespaceName(h.name)
+                for gw in d.addresses {
+                    steps.append(.addNeighbour(namespace: hns, link: h.interface, address: gw.address, mac: bridgeMAC))
+                }
+                let hostMAC = mac(hns, h.interface)
+                for a in h.addresses where known.insert(a.address).inserted {
+                    steps.append(.addNeighbour(namespace: bns, link: d.bridge, address: a.address, mac: hostMAC))
+                }
+            }
+        }
     }
 
     /// Every host's addresses (interface and loopback), in its own namespace.

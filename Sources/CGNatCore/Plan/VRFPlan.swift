@@ -8,7 +8,7 @@ extension Plan {
         let r = lab.router
         let main = lab.namespaceName(r.name)
         func hostNS(_ h: Host) -> String { lab.namespaceName(h.name) }
-        let routerLinkLocal = IPPrefix(IPAddress("fe80::1")!, 64)
+        let routerLinkLocal = IPPrefix(Conventions.routerLinkLocal, Conventions.linkLocalLength)
         let upTable = lab.vrfTable(r.uplink.name)!
         func table(_ d: SubscriberDomain) -> UInt32 { lab.vrfTable(d.name)! }
 
@@ -18,8 +18,8 @@ extension Plan {
         for h in lab.hosts where h.attachment != .uplink { steps.createNamespace(hostNS(h), router: false) }
 
         // VRFs first: the kernel adds the l3mdev rule (pref 1000) with the first one.
-        steps.append(.addVRF(namespace: main, name: r.uplink.name, table: upTable))
-        for d in r.subscribers { steps.append(.addVRF(namespace: main, name: d.name, table: table(d))) }
+        steps.addVRF(main, r.uplink.name, table: upTable)
+        for d in r.subscribers { steps.addVRF(main, d.name, table: table(d)) }
         var up: [(String, String)] = [(main, r.uplink.name)] + r.subscribers.map { (main, $0.name) }
 
         for h in lab.hosts where h.attachment == .uplink {
@@ -29,12 +29,12 @@ extension Plan {
             up += [(hostNS(h), h.interface), (main, r.uplink.interface)]
         }
         for d in r.subscribers {
-            steps.append(.addBridge(namespace: main, name: d.bridge))
+            steps.addBridge(main, d.bridge)
             steps.append(.setMaster(namespace: main, link: d.bridge, master: d.name))
             up.append((main, d.bridge))
             for h in lab.hosts(in: d.name) {
                 steps.addVeth(main, h.name, peerNamespace: hostNS(h), h.interface)
-                steps.append(.setMaster(namespace: main, link: h.name, master: d.bridge))
+                steps.addBridgePort(main, h.name, bridge: d.bridge)
                 up += [(main, h.name), (hostNS(h), h.interface)]
             }
         }
@@ -49,6 +49,7 @@ extension Plan {
             steps.append(.addAddress(namespace: main, link: d.bridge, address: routerLinkLocal))
         }
         steps += up.map { .setUp(namespace: $0.0, link: $0.1) }
+        steps.addSubscriberNeighbours(lab) { _ in main }
 
         steps.addHostRoutes(lab)
         // up: defaults to the uplink, each domain's routed prefixes leaked into its VRF.
@@ -74,12 +75,12 @@ extension Plan {
         // moved behind them (32765). De-NATed replies, all to the NAT address, are told apart by
         // their mark alone: fwmark rules to the domain's table come first (pref 500+).
         for d in r.subscribers {
-            steps.append(.addRule(namespace: main, rule: PlannedRule(family: .v4, priority: 499 + d.id, fwmark: d.id, table: table(d))))
+            steps.append(.addRule(namespace: main, rule: PlannedRule(family: .v4, priority: Conventions.vrfFwmarkRuleBase + d.id, fwmark: d.id, table: table(d))))
         }
         for family in [IPFamily.v4, .v6] {
-            steps.append(.addRule(namespace: main, rule: PlannedRule(family: family, priority: 2000, l3mdev: true, action: .unreachable)))
-            steps.append(.addRule(namespace: main, rule: PlannedRule(family: family, priority: 32765, table: 255)))
-            steps.append(.deleteRule(namespace: main, rule: PlannedRule(family: family, priority: 0, table: 255)))
+            steps.append(.addRule(namespace: main, rule: PlannedRule(family: family, priority: Conventions.vrfUnreachableRulePriority, l3mdev: true, action: .unreachable)))
+            steps.append(.addRule(namespace: main, rule: PlannedRule(family: family, priority: Conventions.vrfLocalRulePriority, table: Conventions.localTable)))
+            steps.append(.deleteRule(namespace: main, rule: PlannedRule(family: family, priority: 0, table: Conventions.localTable)))
         }
 
         let ruleset = Ruleset(lab: lab, devices: .init(
