@@ -8,12 +8,16 @@ struct Check: ParsableCommand {
         discussion: """
             Rows: every example ping of the seed from every client where it applies; NAT seen from the far \
             side (100.64.0.1 upstream; real IPv6 sources); blue_c1 and red_c1 sharing 100.64.0.1 and one \
-            source port, mapped to distinct ports; negative rows that look for the packet at the target. \
-            Exits 1 if any row fails.
+            source port, mapped to distinct ports; negative rows that look for the packet at the target and \
+            conclude from positive evidence (the router's reject, or the counter of the rule that drops \
+            them; `--json` names that rule by handle as blocked_by); the lab's own expectations. Large labs: \
+            neighbour and cross-domain rows are sampled (the sample size is printed) and the text output \
+            shows failing rows and a summary per row kind. Exits 1 if any row fails.
             """)
 
     @OptionGroup var options: LabOptions
     @Flag(help: "One JSON object with every row.") var json = false
+    @Flag(help: "Show every row in the table, also in large labs.") var all = false
     @Option(help: "How long a probe waits for an answer, in milliseconds.") var timeout: Int = 400
 
     func run() throws {
@@ -27,7 +31,7 @@ struct Check: ParsableCommand {
         if json {
             Output.line(CheckFormat.json(report).serialized())
         } else {
-            Output.write(CheckFormat.table(report))
+            Output.write(CheckFormat.table(report, allRows: all))
         }
         Output.flush()
         if !report.passed { throw ExitCode(1) }
