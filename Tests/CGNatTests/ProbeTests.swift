@@ -4,7 +4,7 @@ import Netlink
 import Testing
 
 // Integration tests of the probe engine. They build their own small lab in namespaces named
-// probetest-<random>-*, never touch the host's namespace, and delete everything on every path.
+// probetest-<random>-* (or $CGNAT_TEST_PREFIX-probe-<random>-*), never touch the host's namespace, and delete everything on every path.
 //
 //   a1 (10.1.0.1, fd00:1::1) --- ta1 \
 //                                      b (router: zones, marks, masquerade on tc) tc --- cb  c
@@ -44,7 +44,9 @@ private final class ProbeLab {
     var fds: [String: Int32] = [:]
 
     init() {
-        prefix = "probetest-\(UInt32.random(in: 0...UInt32.max) % 1_000_000)"
+        // CGNAT_TEST_PREFIX keeps runs that share a machine apart.
+        let base = getenv("CGNAT_TEST_PREFIX").map { String(cString: $0) + "-probe" } ?? "probetest"
+        prefix = "\(base)-\(UInt32.random(in: 0...UInt32.max) % 1_000_000)"
     }
 
     func name(_ short: String) -> String { "\(prefix)-\(short)" }

@@ -35,14 +35,16 @@ public enum CheckRun {
                 if used.insert(p).inserted { return p }
             }
         }
+        // The ruleset lives in the router context; its libnftables socket is opened first, while
+        // fds are still low (see RuleCounters).
+        let counters = try RuleCounters(contexts: [lab.router.name]) { try endpoint($0).namespaceFD }
         let matrix = try CheckMatrix(lab: lab, backend: backend, endpoint: endpoint, port: port)
 
         // The rules that stop the blocked rows, by handle in the kernel; their counters prove
         // the drops.
-        let refs = Set(matrix.probes.compactMap { p -> RuleRef? in
+        try counters.track(Set(matrix.probes.compactMap { p -> RuleRef? in
             if case .rule(let r)? = p.blockedBy { return r } else { return nil }
-        })
-        let counters = refs.isEmpty ? nil : try RuleCounters(refs: refs) { try endpoint($0).namespaceFD }
+        }))
 
         var results: [ProbeResult] = []
         let options = ProbeRunOptions(timeoutMilliseconds: timeoutMilliseconds)
@@ -51,11 +53,11 @@ public enum CheckRun {
             // the router, and the router routing it into the domain, so only the policy stops it.
             let routes = try ProbeRouteSet(phase.routes) { try endpoint($0).namespaceFD }
             defer { routes.remove() }
-            counters?.resetBaseline()
+            counters.resetBaseline()
             results += runChecks(probes: phase.probes, pairs: phase.pairs, options: options, evidence: counters)
         }
         return Report(results: results, wallMilliseconds: monotonicMilliseconds() - start, backend: backend,
-                      handles: counters?.handles ?? [:], sampling: matrix.sampling, phases: matrix.phases.count)
+                      handles: counters.handles, sampling: matrix.sampling, phases: matrix.phases.count)
     }
 }
 

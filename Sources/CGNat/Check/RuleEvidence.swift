@@ -26,17 +26,24 @@ public final class RuleCounters: DropEvidence, @unchecked Sendable {
     private var current: [RuleRef: UInt64] = [:]
     private var firedCount: [RuleRef: Int] = [:]
     private var coveredUpTo: [RuleRef: Int] = [:]
-    private let refs: [RuleRef]
+    private var refs: [RuleRef] = []
 
-    /// `namespaceFD` gives the open namespace of a context.
-    public init(refs: Set<RuleRef>, namespaceFD: (String) throws -> Int32) throws {
+    /// Opens a libnftables context in each of `contexts` (`namespaceFD` gives the open namespace
+    /// of a context). Do it before a large lab's other fds are open: libnftables waits on its
+    /// socket with select(), which aborts the process for an fd above FD_SETSIZE (1024).
+    public init(contexts names: [String], namespaceFD: (String) throws -> Int32) throws {
         pthread_mutex_init(&mutex, nil)
-        self.refs = refs.sorted { $0.description < $1.description }
-        for ctx in Set(refs.map(\.context)).sorted() {
+        for ctx in Set(names).sorted() {
             let fd = try namespaceFD(ctx)
             // libnftables opens its netlink socket in nft_ctx_new: on a thread in the namespace.
             contexts[ctx] = try NetNamespace.run(in: fd) { try Nftables(output: [.handle, .json]) }
         }
+    }
+
+    /// Resolves the rules of the rows to their handles and reads their counters. A rule in a
+    /// context without a libnftables context, or missing from the kernel, has no handle.
+    public func track(_ refs: Set<RuleRef>) throws {
+        self.refs = refs.sorted { $0.description < $1.description }
         for (ref, listed) in try readAll() {
             if let l = listed { handles[ref] = l.handle; baseline[ref] = l.packets ?? 0; current[ref] = l.packets ?? 0 }
         }
