@@ -15,7 +15,6 @@ public struct Ruleset: Equatable, Sendable {
         public static let packetMark = "packet mark from the connection"
         public static let established = "replies and related"
         public static let unsolicited = "unsolicited IPv4 from the uplink"
-        public static let snat = "CGN"
         /// One rule on the netns backend (`from` nil); one per ingress VRF on the VRF backend.
         public static func interDomain(from vrf: String?) -> String {
             "IPv4 between subscriber domains" + (vrf.map { ", from \($0)" } ?? "")
@@ -121,7 +120,7 @@ public struct Ruleset: Equatable, Sendable {
             \t\t# Match the real egress device: on VRFs the first POSTROUTING pass sees the VRF device.
             \t\t# fully-random: two subscribers' new flows on two CPUs would otherwise both keep their
             \t\t# (equal) source port, and the second to be confirmed is dropped (insert_failed).
-            \t\toifname \(quote(devices.uplinkEgress)) ct mark { \(marks) } ip saddr \(nat.inside) counter snat ip to \(nat.publicAddress) fully-random comment \(quote(Comment.snat))
+            \t\toifname \(quote(devices.uplinkEgress)) ct mark { \(marks) } ip saddr \(nat.inside) counter snat ip to \(nat.publicAddress) fully-random comment "CGN"
             \t}
             """)
         lines.append("}")
