@@ -4,15 +4,16 @@ import Glibc
 
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Prove every path of the lab: all probes run at once, one row each (root).",
+        abstract: "Prove every path of the lab: one row per probe, run on a fixed pool of workers (root).",
         discussion: """
-            Rows: every example ping of the seed from every client where it applies; NAT seen from the far \
-            side (100.64.0.1 upstream; real IPv6 sources); blue_c1 and red_c1 sharing 100.64.0.1 and one \
-            source port, mapped to distinct ports; negative rows that look for the packet at the target and \
-            conclude from positive evidence (the router's reject, or the counter of the rule that drops \
-            them; `--json` names that rule by handle as blocked_by); the lab's own expectations. Large labs: \
-            neighbour and cross-domain rows are sampled (the sample size is printed) and the text output \
-            shows failing rows and a summary per row kind. Exits 1 if any row fails.
+            Rows: the seed's example pings from every subscriber where they apply (gateway, neighbours, other \
+            domains, the uplink); NAT seen from the far side (the NAT address upstream; real IPv6 sources); \
+            subscribers of different domains sharing an address and one source port, mapped to distinct \
+            ports; negative rows that look for the packet at the target and conclude from positive evidence \
+            (the router's reject, or the counter of the rule that drops them; `--json` names that rule by \
+            handle as blocked_by); the lab's own expectations. Large labs: neighbour and cross-domain rows \
+            are sampled (the sample size is printed) and the text output shows failing rows and a summary \
+            per row kind. Exits 1 if any row fails.
             """)
 
     @OptionGroup var options: LabOptions
