@@ -4,9 +4,9 @@ import Netlink
 
 /// The check matrix as data: which rows the seed lab gets, without root.
 @Suite struct CheckMatrixTests {
-    func matrix(_ backend: Backend = .netns) -> CheckMatrix {
-        CheckMatrix(lab: Lab.seed(), backend: backend,
-                    endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 40000 })
+    func matrix(_ backend: Backend = .netns, _ lab: Lab = Lab.seed()) -> CheckMatrix {
+        try! CheckMatrix(lab: lab, backend: backend,
+                         endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 40000 })
     }
 
     func row(_ m: CheckMatrix, _ from: String, _ name: String) -> Probe? {
@@ -55,9 +55,103 @@ import Netlink
         let unsolicited = m.probes.filter { $0.name.hasSuffix("(unsolicited)") }
         #expect(Set(unsolicited.map(\.proto)) == [.icmp, .udp, .tcp])
         #expect(unsolicited.allSatisfy { $0.from.context == "uplink" && $0.target.context == "blue_c2" && $0.expect == .blocked })
-        // The upstream reaches inside only through a route of the probe's own, from its public address.
-        #expect(m.probeRoutes == [PlannedRoute(IPPrefix("100.64.0.2/32")!, via: IPAddress("100.64.0.1"), device: "client1",
-                                               source: IPAddress("192.0.2.1"))])
+        // From the uplink's public address, as an Internet host would send it.
+        #expect(unsolicited.allSatisfy { $0.bindAddress == IPAddress("192.0.2.1") && $0.kind == .unsolicited })
+        // The upstream routes the address to the router, and the router routes it into blue, as
+        // it routes blue's own prefixes: only the policy is left to stop the probe.
+        let uplinkRoute = ProbeRoute(context: "uplink", route: PlannedRoute(IPPrefix("100.64.0.2/32")!, via: IPAddress("100.64.0.1"),
+                                                                            device: "client1", source: IPAddress("192.0.2.1")))
+        #expect(m.probeRoutes == [uplinkRoute,
+                                  ProbeRoute(context: "main", route: PlannedRoute(IPPrefix("100.64.0.2/32")!, via: IPAddress("fe80::2"), device: "t-blue"))])
+        #expect(matrix(.vrf).probeRoutes == [uplinkRoute,
+                                             ProbeRoute(context: "main", route: PlannedRoute(IPPrefix("100.64.0.2/32")!, device: "blue", table: 10))])
+        #expect(m.phases.count == 1)
+    }
+
+    @Test func everyBlockedRowNamesWhatStopsIt() throws {
+        for backend in Backend.allCases {
+            let m = matrix(backend)
+            let blocked = m.probes.filter { $0.expect == .blocked }
+            #expect(blocked.count == 5)
+            let unsolicited = RuleRef(context: "main", table: "cgnat", chain: "forward", comment: Ruleset.Comment.unsolicited)
+            for p in blocked where p.kind == .unsolicited {
+                #expect(p.blockedBy == .rule(unsolicited) && p.evidence == .counted(unsolicited), "\(p.name)")
+            }
+            let cross = RuleRef(context: "main", table: "cgnat", chain: "forward",
+                                comment: Ruleset.Comment.interDomain(from: backend == .vrf ? "red" : nil))
+            for p in blocked where p.kind == .crossDomainV4 {
+                #expect(p.blockedBy == .rule(cross) && p.evidence == .reject, "\(p.name)")
+            }
+            // Each named rule is in the ruleset the plan loads, with its comment.
+            let plan = backend == .netns ? Plan.netns(Lab.seed()) : Plan.vrf(Lab.seed())
+            for p in blocked {
+                guard case .rule(let r)? = p.blockedBy else { Issue.record("\(p.name) names no rule"); continue }
+                #expect(plan.ruleset.text.contains("comment \"\(r.comment)\""), "\(r)")
+            }
+        }
+    }
+
+    @Test func expectationsBecomeRows() throws {
+        var lab = Lab.seed()
+        lab.expectations = [
+            Expectation(from: "red_c1", to: IPAddress("2001:db8:b:10::2")!, proto: .udp, outcome: .reach,
+                        source: IPAddress("2001:db8:b:20::1"), location: "lab.yaml:3:5"),
+            Expectation(from: "uplink", to: IPAddress("100.64.0.2")!, proto: .tcp, outcome: .blocked),
+            Expectation(from: "blue_c1", to: IPAddress("192.0.2.1")!, proto: .icmp, outcome: .blocked),
+        ]
+        let m = matrix(.netns, lab)
+        let rows = m.probes.filter { $0.kind == .expectation }
+        #expect(rows.count == 3)
+        #expect(rows[0].target.context == "blue_c2" && rows[0].targetInterface == "cuplink")
+        #expect(rows[0].expect == .reach(source: IPAddress("2001:db8:b:20::1")) && rows[0].note == "expectation at lab.yaml:3:5")
+        #expect(rows[1].target.context == "blue_c2" && rows[1].bindAddress == IPAddress("192.0.2.1"))
+        if case .rule(let r)? = rows[1].blockedBy { #expect(r.comment == Ruleset.Comment.unsolicited) } else { Issue.record("no rule") }
+        // Nothing in the policy stops it: the row can only wait (and a leak fails it).
+        #expect(rows[2].evidence == .wait && rows[2].target.context == "uplink")
+        #expect(CheckMatrix.rowCount(lab) == 40)
+        lab.expectations = [Expectation(from: "green_c1", to: IPAddress("192.0.2.1")!, proto: .icmp, outcome: .reach)]
+        #expect(throws: UsageError.self) {
+            _ = try CheckMatrix(lab: lab, backend: .netns, endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 1 })
+        }
+    }
+
+    /// At scale every subscriber gets its own rows (gateway, NAT, the negatives) and a fixed sample
+    /// of the pair rows: the count is linear in subscribers.
+    @Test func rowCountIsLinearInSubscribers() throws {
+        func expected(domains d: Int, perDomain n: Int) -> Int {
+            let s = CheckSampling.standard
+            let subscribers = d * n
+            // gateway v4+v6, neighbours (v4+v6 each), other domains (v6), uplink v6, router v6, NAT; from the uplink: v6 in
+            let perSubscriber = 2 + 2 * min(s.neighbours, n - 1) + min(s.crossDomain, (d - 1) * n) + 3 + 1
+            // unsolicited rows: every subscriber whose address is not the router's own (the first of each domain)
+            let unsolicited = 3 * (subscribers - d)
+            let pairs = d > 1 ? 3 * n * s.samePortPerAddress : 0
+            return subscribers * perSubscriber + unsolicited + 1 + pairs
+        }
+        for (d, n) in [(10, 100), (10, 50), (2, 50), (3, 7)] {
+            let lab = Lab.seedScaled(domains: d, perDomain: n)
+            let m = matrix(.netns, lab)
+            #expect(m.probes.count + m.pairs.count == expected(domains: d, perDomain: n), "\(d)x\(n)")
+            // An address held in every domain is probed from the uplink into one domain per phase.
+            #expect(m.phases.count == d)
+            for (i, phase) in m.phases.enumerated() where i > 0 {
+                #expect(phase.probes.allSatisfy { $0.kind == .unsolicited } && phase.pairs.isEmpty)
+                let targets = Set(phase.probes.map(\.target.context))
+                #expect(targets.allSatisfy { $0.hasPrefix(lab.router.subscribers[i].name) }, "phase \(i)")
+            }
+            // Every subscriber: its gateway, NAT upstream, and (but the router's own address) the negatives.
+            var kinds: [String: [RowKind: Int]] = [:]
+            for p in m.probes {
+                let who = p.kind == .unsolicited ? p.target.context : p.from.context
+                kinds[who, default: [:]][p.kind, default: 0] += 1
+            }
+            for h in lab.hosts where h.attachment != .uplink {
+                #expect(kinds[h.name]?[.gateway] == 2 && kinds[h.name]?[.nat] == 1, "\(h.name)")
+                let own = lab.router.uplink.addresses.contains { a in h.addresses.contains { $0.address == a.address } }
+                #expect(kinds[h.name]?[.unsolicited] == (own ? nil : 3), "\(h.name)")
+            }
+        }
+        #expect(CheckMatrix.rowCount(Lab.seedScaled(domains: 10, perDomain: 100)) == 15271)
     }
 
     @Test func samePortPairsCoverThreeProtocols() {
@@ -73,6 +167,7 @@ import Netlink
 
     @Test func bothBackendsHaveTheSameRows() {
         #expect(matrix(.netns).probes.map(\.name) == matrix(.vrf).probes.map(\.name))
+        // The seed's 37 rows: its pairs are all within the sample.
         #expect(CheckMatrix.rowCount(Lab.seed()) == 37)
     }
 }

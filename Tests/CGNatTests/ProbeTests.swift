@@ -4,7 +4,7 @@ import Netlink
 import Testing
 
 // Integration tests of the probe engine. They build their own small lab in namespaces named
-// probetest-<random>-*, never touch the host's namespace, and delete everything on every path.
+// probetest-<random>-* (or $CGNAT_TEST_PREFIX-probe-<random>-*), never touch the host's namespace, and delete everything on every path.
 //
 //   a1 (10.1.0.1, fd00:1::1) --- ta1 \
 //                                      b (router: zones, marks, masquerade on tc) tc --- cb  c
@@ -44,7 +44,9 @@ private final class ProbeLab {
     var fds: [String: Int32] = [:]
 
     init() {
-        prefix = "probetest-\(UInt32.random(in: 0...UInt32.max) % 1_000_000)"
+        // CGNAT_TEST_PREFIX keeps runs that share a machine apart.
+        let base = getenv("CGNAT_TEST_PREFIX").map { String(cString: $0) + "-probe" } ?? "probetest"
+        prefix = "\(base)-\(UInt32.random(in: 0...UInt32.max) % 1_000_000)"
     }
 
     func name(_ short: String) -> String { "\(prefix)-\(short)" }
@@ -287,15 +289,17 @@ struct ProbeTests {
                 }
             }
             let check = ProbeCheck(probes: [probe(lab, "udp 198.51.100.1", from: "a1", "198.51.100.1", .udp, expect: .reach(source: nil))], pair: nil)
-            // setup() enters namespaces on the calling thread: only ever on a private thread.
-            try OSThread.run { check.setup() }
-            defer { check.closeAll() }
+            let worker = ProbeWorker(checks: [check], timeout: 100, inFlight: 1, evidence: nil)
+            // setUp enters namespaces on the calling thread: only ever on a private thread.
+            try OSThread.run { worker.setUp(check) }
+            let captureFD = worker.captureFDs.first ?? -1
+            defer { check.closeAll(); worker.closeForTests() }
             #expect(check.farError == nil && check.senders[0].setupError == nil)
             let a1 = try cookie("a1"), c = try cookie("c")
             #expect(a1 != nil && a1 != c)
             #expect(NetNamespace.cookie(ofSocket: check.senders[0].fd) == a1)
             #expect(NetNamespace.cookie(ofSocket: check.listenerFD) == c)
-            #expect(NetNamespace.cookie(ofSocket: check.captureFD) == c)
+            #expect(NetNamespace.cookie(ofSocket: captureFD) == c)
         }
     }
 
@@ -345,24 +349,24 @@ struct ProbeParserTests {
     @Test func icmpEchoRequestMatchesByToken() {
         let echo: [UInt8] = [8, 0, 0, 0, 0x0b, 0xc4, 0, 1] + token
         let pkt = ipv4(1, src: [100, 64, 0, 1], dst: [192, 0, 2, 1], echo)
-        let m = CaptureMatch(proto: .icmp, port: 0, tokens: [Array("cgnat-ffffffffffffffff".utf8), token])
-        let s = pkt.withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x0800, match: m) }
+        let s = pkt.withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x0800, tokenLength: token.count) }
         #expect(s?.source == IPAddress("100.64.0.1"))
         #expect(s?.port == 3012)
-        #expect(s?.sender == 1)
+        #expect(s?.proto == .icmp && s?.token == token)
         // An echo reply carrying the same token is not a sighting.
         var reply = pkt
         reply[20] = 0
-        #expect(reply.withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x0800, match: m) } == nil)
+        #expect(reply.withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x0800, tokenLength: token.count) } == nil)
     }
 
-    @Test func udpNeedsPortAndToken() {
+    @Test func udpCarriesPortsAndToken() {
         let udp: [UInt8] = [0x9c, 0x40, 0x4e, 0x20, 0, 30, 0, 0] + token
         let pkt = ipv4(17, src: [10, 0, 0, 1], dst: [10, 0, 0, 2], udp)
-        let hit = pkt.withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x0800, match: CaptureMatch(proto: .udp, port: 20000, tokens: [token])) }
-        #expect(hit?.port == 40000)
-        let wrongPort = pkt.withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x0800, match: CaptureMatch(proto: .udp, port: 20001, tokens: [token])) }
-        #expect(wrongPort == nil)
+        let hit = pkt.withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x0800, tokenLength: token.count) }
+        #expect(hit?.port == 40000 && hit?.destinationPort == 20000 && hit?.token == token)
+        // Too short to carry a token: not ours.
+        let short = Array(pkt.prefix(pkt.count - 4))
+        #expect(short.withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x0800, tokenLength: token.count) } == nil)
     }
 
     @Test func tcpSynOverIPv6WithHopByHop() {
@@ -374,11 +378,10 @@ struct ProbeParserTests {
             let l = hopByHop + tcp(flags)
             return [0x60, 0, 0, 0, 0, UInt8(l.count), 0, 64] + src + dst + l
         }
-        let m = CaptureMatch(proto: .tcp, port: 20000, tokens: [])
-        let syn = pkt(0x02).withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x86dd, match: m) }
+        let syn = pkt(0x02).withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x86dd, tokenLength: 22) }
         #expect(syn?.source == IPAddress("2001::1"))
-        #expect(syn?.port == 30000)
-        #expect(pkt(0x12).withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x86dd, match: m) } == nil)
+        #expect(syn?.port == 30000 && syn?.destinationPort == 20000 && syn?.proto == .tcp)
+        #expect(pkt(0x12).withUnsafeBytes { PacketCapture.parse($0, ethertype: 0x86dd, tokenLength: 22) } == nil)
     }
 
     @Test func expectationText() {

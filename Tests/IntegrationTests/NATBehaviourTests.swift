@@ -16,7 +16,7 @@ struct NATBehaviourTests {
         let primary = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }).address
         let alternate = PortBlockPolicy.v4(PortBlockPolicy.u32(primary) + 8)
         let ns = lab.namespaceName(uplink.name)
-        #expect(try shell(["ip", "netns", "exec", ns, "ip", "addr", "add", "\(alternate)/32", "dev", "lo"]).status == 0)
+        #expect(try runCommand(["ip", "netns", "exec", ns, "ip", "addr", "add", "\(alternate)/32", "dev", "lo"]).status == 0)
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         server.arguments = ["ip", "netns", "exec", ns, "turnserver", "--stun-only", "-L", "\(primary)", "-L", "\(alternate)",
@@ -35,7 +35,7 @@ struct NATBehaviourTests {
     /// Mapping discovery from `host`, all from one local address and port.
     func discover(_ lab: Lab, _ host: CGNatCore.Host, server: IPAddress, port: UInt16) throws -> Discovery {
         let inside = try #require(host.addresses.first { $0.family == .v4 }).address
-        let r = try shell(["ip", "netns", "exec", lab.namespaceName(host.name), "timeout", "20",
+        let r = try runCommand(["ip", "netns", "exec", lab.namespaceName(host.name), "timeout", "20",
                            "turnutils_natdiscovery", "-m", "-L", "\(inside)", "-l", "\(port)", "\(server)"])
         let lines = r.output.split(separator: "\n")
         let behaviour = lines.first { $0.hasPrefix("NAT with") }.map(String.init) ?? "no verdict"
@@ -97,7 +97,7 @@ let natDiscoveryInstalled = FileManager.default.isExecutableFile(atPath: "/usr/b
 struct ShellResult { var status: Int32; var output: String }
 
 /// Runs a command and returns its exit status and combined output.
-func shell(_ argv: [String]) throws -> ShellResult {
+func runCommand(_ argv: [String]) throws -> ShellResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     p.arguments = argv

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import Netlink
 @testable import CGNat
 
@@ -9,17 +10,83 @@ let isRoot = geteuid() == 0
 /// shares the CPU, so the VM run sets CGNAT_PROBE_TIMEOUT_MS.
 let probeTimeout = Int(ProcessInfo.processInfo.environment["CGNAT_PROBE_TIMEOUT_MS"] ?? "") ?? 400
 
-/// Test labs are named cgt-*: scripts/sweep removes any a crashed run leaves.
-func testLabName(_ tag: String) -> String { "cgt-\(tag)-\(getpid() % 10000)" }
+/// Test labs are named cgt-*: scripts/sweep removes any a crashed run leaves. CGNAT_TEST_PREFIX
+/// (itself starting with cgt) keeps runs that share a machine apart.
+let testLabPrefix = ProcessInfo.processInfo.environment["CGNAT_TEST_PREFIX"].flatMap { $0.hasPrefix("cgt") ? $0 : nil } ?? "cgt"
+func testLabName(_ tag: String) -> String { "\(testLabPrefix)-\(tag)-\(getpid() % 10000)" }
 
 /// Brings a lab up for the body and always takes it down, also when the body fails.
 func withLab<T>(_ name: String, backend: Backend = .netns, adjust: (inout Lab) -> Void = { _ in },
                 _ body: (Lab) throws -> T) throws -> T {
     var lab = Lab.seed(name: name)
     adjust(&lab)
+    return try withLab(lab, backend: backend, body)
+}
+
+func withLab<T>(_ lab: Lab, backend: Backend = .netns, _ body: (Lab) throws -> T) throws -> T {
     _ = try LabControl.up(lab, backend: backend)
-    defer { _ = try? Teardown.down(lab: name) }
+    defer { _ = try? Teardown.down(lab: lab.name) }
     return try body(lab)
+}
+
+/// What `check --json` says, row by row.
+struct CheckJSONRow {
+    var probe: String
+    var from: String
+    var passed: Bool
+    var detail: String
+    var blockedBy: [String: Any]?
+    /// context/family/table/chain/handle of the named rule.
+    var rule: String? {
+        guard let b = blockedBy, let h = b["handle"] as? Int else { return nil }
+        return "\(b["context"] ?? "")/\(b["family"] ?? "")/\(b["table"] ?? "")/\(b["chain"] ?? "")/\(h)"
+    }
+}
+
+func checkJSON(_ lab: String) throws -> (status: Int32, rows: [CheckJSONRow], raw: String) {
+    let r = try cgnat(["check", "--lab", lab, "--json", "--timeout", String(probeTimeout)])
+    let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+    let rows = (obj?["rows"] as? [[String: Any]] ?? []).map {
+        CheckJSONRow(probe: $0["probe"] as? String ?? "", from: $0["from"] as? String ?? "", passed: $0["passed"] as? Bool ?? false,
+                     detail: $0["detail"] as? String ?? "", blockedBy: $0["blocked_by"] as? [String: Any])
+    }
+    return (r.status, rows, r.stdout + r.stderr)
+}
+
+/// Every row expected blocked names the nftables rule that stops it (`check --json`, blocked_by
+/// with the handle read back from the kernel); removing exactly that rule inside the namespace
+/// makes every such row fail with the packet seen at the target, rule by rule, while the rows of
+/// rules still in place keep passing.
+func blockedRowsFailWithoutTheirRules(_ lab: Lab) throws {
+    let first = try checkJSON(lab.name)
+    #expect(first.status == 0, "\(first.rows.filter { !$0.passed }.map { "\($0.from) \($0.probe): \($0.detail)" })")
+    let blocked = first.rows.filter { $0.blockedBy != nil }
+    #expect(blocked.count >= 5)
+    #expect(blocked.allSatisfy { $0.rule != nil }, "every blocked row of the seed is stopped by a rule with a handle")
+    for row in blocked where row.probe.contains("unsolicited") {
+        #expect(row.detail.hasPrefix("dropped: counted by"), "\(row.probe): \(row.detail)")
+    }
+    var removed = Set<String>()
+    for rule in Set(blocked.compactMap(\.rule)).sorted() {
+        let parts = rule.split(separator: "/").map(String.init)   // context family table chain handle
+        let ctx = try #require(lab.context(named: parts[0], backend: try LabControl.runningBackend(lab: lab.name)))
+        let fd = try NetNamespace.open(ctx.namespace)
+        defer { close(fd) }
+        try NetNamespace.run(in: fd) {
+            try Nftables().run("delete rule \(parts[1]) \(parts[2]) \(parts[3]) handle \(parts[4])")
+        }
+        removed.insert(rule)
+        let after = try checkJSON(lab.name)
+        #expect(after.status == 1)
+        for row in after.rows where row.blockedBy != nil {
+            let key = blocked.first { $0.probe == row.probe && $0.from == row.from }?.rule
+            if let key, removed.contains(key) {
+                #expect(!row.passed && row.detail.hasPrefix("LEAK"), "\(rule) removed: \(row.from) \(row.probe) must fail: \(row.detail)")
+            } else {
+                #expect(row.passed, "\(row.from) \(row.probe) is stopped by a rule still in place: \(row.detail)")
+            }
+        }
+    }
 }
 
 func namespaces(withPrefix p: String) -> [String] { NetNamespace.names().filter { $0.hasPrefix(p + "-") } }

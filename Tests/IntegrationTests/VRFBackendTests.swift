@@ -19,7 +19,7 @@ struct VRFBackendTests {
             #expect(report.backend == .vrf)
             #expect(report.passed, "failing rows:\n\(failures(report))")
             // Row for row the same matrix as the netns backend.
-            let netnsRows = CheckMatrix(lab: Lab.seed(name: name), backend: .netns,
+            let netnsRows = try CheckMatrix(lab: Lab.seed(name: name), backend: .netns,
                                             endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 1 })
             #expect(report.results.map(\.name) == netnsRows.probes.map(\.name) + netnsRows.pairs.map(\.name))
 
@@ -151,5 +151,13 @@ struct VRFBackendTests {
                 #expect(flow?.reply.destination == IPAddress("100.64.0.2"))
             }
         }
+    }
+}
+
+extension VRFBackendTests {
+    /// The same proof on the VRF backend: each blocked row names its rule by handle in `main`,
+    /// and removing exactly that rule makes every such row fail.
+    @Test func blockedRowsNameTheirRuleAndFailWithoutIt() throws {
+        try withLab(testLabName("vrfblk"), backend: .vrf) { lab in try blockedRowsFailWithoutTheirRules(lab) }
     }
 }

@@ -7,6 +7,10 @@ public enum CheckRun {
         public var results: [ProbeResult]
         public var wallMilliseconds: Double
         public var backend: Backend
+        /// Handles of the rules that stop blocked rows, as read back from the kernel.
+        public var handles: [RuleRef: UInt64] = [:]
+        public var sampling: CheckSampling = .standard
+        public var phases = 1
         public var passed: Bool { results.allSatisfy(\.passed) }
         public var failures: Int { results.filter { !$0.passed }.count }
     }
@@ -44,35 +48,70 @@ public enum CheckRun {
                 if used.insert(p).inserted { return p }
             }
         }
+        // The ruleset lives in the router context; its libnftables socket is opened first, while
+        // fds are still low (see RuleCounters).
+        let counters = try RuleCounters(contexts: [lab.router.name]) { try endpoint($0).namespaceFD }
         let matrix = try CheckMatrix(lab: lab, backend: backend, endpoint: endpoint, port: port)
 
-        // The upstream's probe routes live only for this run.
-        var added: [Route] = []
-        var uplinkRoutes: RouteSocket?
-        if !matrix.probeRoutes.isEmpty, let uplink = lab.uplinkHost {
-            let fd = try endpoint(uplink.name).namespaceFD
-            let sock = try NetNamespace.run(in: fd) { try RouteSocket() }
-            uplinkRoutes = sock
-            for pr in matrix.probeRoutes {
-                let route = Route(family: pr.family, destination: pr.destination, gateway: pr.gateway,
-                                  outputInterface: try pr.device.map { try sock.linkIndex($0) },
-                                  preferredSource: pr.source, table: pr.table)
+        // The rules that stop the blocked rows, by handle in the kernel; their counters prove
+        // the drops.
+        try counters.track(Set(matrix.probes.compactMap { p -> RuleRef? in
+            if case .rule(let r)? = p.blockedBy { return r } else { return nil }
+        }))
+
+        var results: [ProbeResult] = []
+        let options = ProbeRunOptions(timeoutMilliseconds: timeoutMilliseconds)
+        for phase in matrix.phases {
+            // The probe routes live only for this phase: an upstream that routes the address to
+            // the router, and the router routing it into the domain, so only the policy stops it.
+            let routes = try ProbeRouteSet(phase.routes) { try endpoint($0).namespaceFD }
+            defer { routes.remove() }
+            counters.resetBaseline()
+            results += runChecks(probes: phase.probes, pairs: phase.pairs, options: options, evidence: counters)
+        }
+        guard running.stillUp else { throw running.wentDown }
+        return Report(results: results, wallMilliseconds: monotonicMilliseconds() - start, backend: backend,
+                      handles: counters.handles, sampling: matrix.sampling, phases: matrix.phases.count)
+    }
+}
+
+/// Routes added for a check and removed after it, also when it fails.
+final class ProbeRouteSet {
+    private var sockets: [String: RouteSocket] = [:]
+    private var added: [(RouteSocket, Route)] = []
+
+    init(_ routes: [ProbeRoute], namespaceFD: (String) throws -> Int32) throws {
+        do {
+            for pr in routes {
+                let sock: RouteSocket
+                if let s = sockets[pr.context] {
+                    sock = s
+                } else {
+                    sock = try NetNamespace.run(in: try namespaceFD(pr.context)) { try RouteSocket() }
+                    sockets[pr.context] = sock
+                }
+                let p = pr.route
+                let route = Route(family: p.family, destination: p.destination, gateway: p.gateway,
+                                  outputInterface: try p.device.map { try sock.linkIndex($0) },
+                                  preferredSource: p.source, table: p.table)
                 do {
                     try sock.addRoute(route)
                 } catch let e as NetlinkError where e.errno == EEXIST {
                     // Left by a check that was killed before it could clean up (or one running
                     // now): take it over, so that the lab does not keep it.
                 }
-                added.append(route)
+                added.append((sock, route))
             }
+        } catch {
+            remove()
+            throw error
         }
-        defer {
-            for r in added { try? uplinkRoutes?.deleteRoute(r) }
-            uplinkRoutes?.socket.close()
-        }
+    }
 
-        let results = runChecks(probes: matrix.probes, pairs: matrix.pairs, timeoutMilliseconds: timeoutMilliseconds)
-        guard running.stillUp else { throw running.wentDown }
-        return Report(results: results, wallMilliseconds: monotonicMilliseconds() - start, backend: backend)
+    func remove() {
+        for (s, r) in added.reversed() { try? s.deleteRoute(r) }
+        added = []
+        sockets.values.forEach { $0.close() }
+        sockets = [:]
     }
 }

@@ -13,11 +13,16 @@ struct Sighting {
     var interfaceIndex: Int32
 }
 
-/// What the capture looks for: the protocol, the far-side port (UDP/TCP) and the senders' tokens.
-struct CaptureMatch {
+/// One of our probe packets as parsed from a frame: an ICMP echo request or UDP datagram with
+/// its token (the first bytes of the payload), or a TCP SYN by its destination port.
+struct CapturedProbe {
     var proto: ProbeProtocol
+    var source: IPAddress
+    var destination: IPAddress
+    /// Source port, or the echo identifier.
     var port: UInt16
-    var tokens: [[UInt8]]
+    var destinationPort: UInt16
+    var token: [UInt8]?
 }
 
 /// An AF_PACKET observer at the target: cooked (SOCK_DGRAM) frames of every protocol on one
@@ -56,9 +61,8 @@ enum PacketCapture {
         return fd
     }
 
-    /// Reads every queued frame and returns the ones that match.
-    static func read(_ fd: Int32, match: CaptureMatch, now: Double) -> [Sighting] {
-        var out: [Sighting] = []
+    /// Reads every queued frame and hands each probe packet to `handle` with its interface index.
+    static func read(_ fd: Int32, tokenLength: Int, _ handle: (CapturedProbe, Int32) -> Void) {
         var buf = [UInt8](repeating: 0, count: 2048)
         while true {
             var sll = sockaddr_ll()
@@ -71,21 +75,16 @@ enum PacketCapture {
             guard n > 0 else { break }
             if sll.sll_pkttype == UInt8(PACKET_OUTGOING) { continue }
             let proto = UInt16(bigEndian: sll.sll_protocol)
-            let sighting: Sighting? = buf.withUnsafeBytes { raw in
-                parse(UnsafeRawBufferPointer(rebasing: raw[0..<n]), ethertype: proto, match: match)
+            let packet: CapturedProbe? = buf.withUnsafeBytes { raw in
+                parse(UnsafeRawBufferPointer(rebasing: raw[0..<n]), ethertype: proto, tokenLength: tokenLength)
             }
-            if var s = sighting {
-                s.milliseconds = now
-                s.interfaceIndex = sll.sll_ifindex
-                out.append(s)
-            }
+            if let packet { handle(packet, sll.sll_ifindex) }
         }
-        return out
     }
 
-    /// Parses an IPv4/IPv6 packet and returns a sighting when it is one of ours: an ICMP echo
-    /// request or UDP datagram carrying a token, or a TCP SYN (without ACK) to the far-side port.
-    static func parse(_ p: UnsafeRawBufferPointer, ethertype: UInt16, match: CaptureMatch) -> Sighting? {
+    /// Parses an IPv4/IPv6 packet and returns it when it may be one of ours: an ICMP echo request
+    /// or UDP datagram (with the first `tokenLength` payload bytes), or a TCP SYN without ACK.
+    static func parse(_ p: UnsafeRawBufferPointer, ethertype: UInt16, tokenLength: Int) -> CapturedProbe? {
         var l4Proto: UInt8
         var l4: Int
         let source: IPAddress
@@ -117,25 +116,25 @@ enum PacketCapture {
             return nil
         }
         func be16(_ at: Int) -> UInt16 { UInt16(p[at]) << 8 | UInt16(p[at + 1]) }
-        func tokenIndex(payloadAt start: Int) -> Int? {
-            match.tokens.firstIndex { containsBytes(p, from: start, $0) }
+        func token(at start: Int) -> [UInt8]? {
+            p.count >= start + tokenLength ? Array(p[start..<(start + tokenLength)]) : nil
         }
-        switch match.proto {
-        case .icmp:
-            let isEcho = (l4Proto == 1 && source.family == .v4) || (l4Proto == 58 && source.family == .v6)
-            guard isEcho, p.count >= l4 + 8 else { return nil }
+        let isEcho = (l4Proto == 1 && source.family == .v4) || (l4Proto == 58 && source.family == .v6)
+        if isEcho {
             let requestType: UInt8 = source.family == .v4 ? 8 : 128
-            guard p[l4] == requestType, let sender = tokenIndex(payloadAt: l4 + 8) else { return nil }
-            return Sighting(source: source, port: be16(l4 + 4), destination: destination, sender: sender, milliseconds: 0, interfaceIndex: 0)
-        case .udp:
-            guard l4Proto == 17, p.count >= l4 + 8, be16(l4 + 2) == match.port,
-                  let sender = tokenIndex(payloadAt: l4 + 8) else { return nil }
-            return Sighting(source: source, port: be16(l4), destination: destination, sender: sender, milliseconds: 0, interfaceIndex: 0)
-        case .tcp:
-            guard l4Proto == 6, p.count >= l4 + 14, be16(l4 + 2) == match.port else { return nil }
+            guard p.count >= l4 + 8, p[l4] == requestType, let t = token(at: l4 + 8) else { return nil }
+            return CapturedProbe(proto: .icmp, source: source, destination: destination, port: be16(l4 + 4), destinationPort: 0, token: t)
+        }
+        if l4Proto == 17 {
+            guard p.count >= l4 + 8, let t = token(at: l4 + 8) else { return nil }
+            return CapturedProbe(proto: .udp, source: source, destination: destination, port: be16(l4), destinationPort: be16(l4 + 2), token: t)
+        }
+        if l4Proto == 6 {
+            guard p.count >= l4 + 14 else { return nil }
             let flags = p[l4 + 13]
             guard flags & 0x02 != 0, flags & 0x10 == 0 else { return nil }  // SYN, not SYN-ACK
-            return Sighting(source: source, port: be16(l4), destination: destination, sender: nil, milliseconds: 0, interfaceIndex: 0)
+            return CapturedProbe(proto: .tcp, source: source, destination: destination, port: be16(l4), destinationPort: be16(l4 + 2), token: nil)
         }
+        return nil
     }
 }

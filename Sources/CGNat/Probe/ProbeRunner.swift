@@ -2,39 +2,305 @@ import CNetlinkShim
 import Glibc
 import Netlink
 
-/// Runs every probe concurrently (one OS thread each) and returns one result per probe, in order.
-/// Nothing prints; every socket and thread is closed or joined before this returns.
+/// Positive evidence for rows that a rule drops silently: the rule's packet counter. A worker
+/// announces a probe just before it sends it (`fired`, which returns the probe's ticket); the
+/// counter reader (`refresh`, called while the rows run) covers every ticket issued before its
+/// read once the counter has risen by at least that many packets.
+public protocol DropEvidence: AnyObject, Sendable {
+    func fired(_ rule: RuleRef) -> Int
+    func covered(_ rule: RuleRef, ticket: Int) -> Bool
+    /// How the rule and its count read in a row's detail.
+    func describe(_ rule: RuleRef) -> String
+    /// Reads the counters once (called by the runner between waits, off the workers' threads).
+    func refresh()
+}
+
+public struct ProbeRunOptions: Sendable {
+    public var timeoutMilliseconds: Int
+    /// OS threads, each an event loop over many rows: concurrency stays bounded at any lab size.
+    public var workers: Int
+    /// Rows in flight per worker at once; the next start as earlier ones are decided.
+    public var inFlightPerWorker: Int
+    public init(timeoutMilliseconds: Int = 400, workers: Int = 4, inFlightPerWorker: Int = 128) {
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.workers = workers
+        self.inFlightPerWorker = inFlightPerWorker
+    }
+}
+
+/// Runs every probe and returns one result per probe, in order.
 public func runProbes(_ probes: [Probe], timeoutMilliseconds: Int = 400) -> [ProbeResult] {
-    runChecks(probes: probes, pairs: [], timeoutMilliseconds: timeoutMilliseconds)
+    runChecks(probes: probes, pairs: [], options: ProbeRunOptions(timeoutMilliseconds: timeoutMilliseconds))
 }
 
-/// Runs every same-port pair concurrently; one result (row) per pair.
+/// Runs every same-port pair; one result (row) per pair.
 public func runPairs(_ pairs: [ProbePair], timeoutMilliseconds: Int = 400) -> [ProbeResult] {
-    runChecks(probes: [], pairs: pairs, timeoutMilliseconds: timeoutMilliseconds)
+    runChecks(probes: [], pairs: pairs, options: ProbeRunOptions(timeoutMilliseconds: timeoutMilliseconds))
 }
 
-/// Runs probes and pairs all at once: every check opens its far side (capture, listener) and its
-/// sender sockets on its own thread, all threads meet at a barrier, then every sender fires at the
-/// same moment. Results: the probes in order, then the pairs in order.
-///
-/// A reach row is decided as soon as its answer came back and the target saw the packet; a blocked
-/// row waits the whole timeout for a leak (so the matrix takes about `timeoutMilliseconds`).
 public func runChecks(probes: [Probe], pairs: [ProbePair] = [], timeoutMilliseconds: Int = 400) -> [ProbeResult] {
+    runChecks(probes: probes, pairs: pairs, options: ProbeRunOptions(timeoutMilliseconds: timeoutMilliseconds))
+}
+
+/// Runs probes and pairs on a fixed pool of worker threads. Rows are given to workers by their
+/// far side (target namespace and interface), so each far side has one capture socket, shared by
+/// its rows. Results: the probes in order, then the pairs in order.
+///
+/// A reach row is decided as soon as its answer came back and the target saw the packet; a
+/// blocked row as soon as its evidence is in (the router's reject on the socket, or the rule's
+/// counter covering it) with nothing seen at the target; only a row with no possible evidence
+/// waits the whole timeout for a leak.
+public func runChecks(probes: [Probe], pairs: [ProbePair] = [], options: ProbeRunOptions, evidence: DropEvidence? = nil) -> [ProbeResult] {
     let checks = probes.map { ProbeCheck(probes: [$0], pair: nil) } + pairs.map { ProbeCheck(pair: $0) }
     guard !checks.isEmpty else { return [] }
-    let barrier = ProbeBarrier(count: checks.count)
-    let timeout = Double(max(1, timeoutMilliseconds))
-    let outcomes = OSThread.all(checks.map { check in { () -> ProbeResult in check.run(barrier: barrier, timeout: timeout) } })
-    return zip(checks, outcomes).map { check, outcome in
-        switch outcome {
-        case .success(let r): return r
-        case .failure(let e): return check.failedResult("internal error: \(e)")
+    raiseFileLimit()
+    let timeout = Double(max(1, options.timeoutMilliseconds))
+    // Far sides to workers, heaviest first onto the least loaded worker.
+    var buckets: [String: [Int]] = [:]
+    var bucketOrder: [String] = []
+    for (i, c) in checks.enumerated() {
+        let key = c.captureKey
+        if buckets[key] == nil { bucketOrder.append(key) }
+        buckets[key, default: []].append(i)
+    }
+    let workerCount = max(1, min(options.workers, bucketOrder.count))
+    var assigned = [[Int]](repeating: [], count: workerCount)
+    for key in bucketOrder.sorted(by: { buckets[$0]!.count > buckets[$1]!.count }) {
+        let w = assigned.indices.min { assigned[$0].count < assigned[$1].count }!
+        assigned[w] += buckets[key]!
+    }
+    let done = DoneCounter()
+    let workers = assigned.map { idx in
+        ProbeWorker(checks: idx.sorted().map { checks[$0] }, timeout: timeout,
+                    inFlight: max(1, options.inFlightPerWorker), evidence: evidence)
+    }
+    let threads = workers.map { w in OSThread { w.run(); done.increment() } }
+    // The counters are read here, between the workers' waits, until every worker is done.
+    while done.value < workers.count {
+        if let evidence { evidence.refresh() }
+        usleep(evidence == nil ? 2000 : 500)
+    }
+    threads.forEach { $0.join() }
+    // Closing an AF_PACKET socket waits for an RCU grace period: close them all at once, so that
+    // the waits overlap instead of adding up.
+    closeConcurrently(workers.flatMap(\.captureFDs))
+    return checks.map { $0.finalResult ?? $0.failedResult("internal error: row not run") }
+}
+
+final class DoneCounter: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var count = 0
+    init() { pthread_mutex_init(&mutex, nil) }
+    func increment() { pthread_mutex_lock(&mutex); count += 1; pthread_mutex_unlock(&mutex) }
+    var value: Int { pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }; return count }
+}
+
+/// Closes fds on up to 16 threads at once.
+func closeConcurrently(_ fds: [Int32]) {
+    guard !fds.isEmpty else { return }
+    let n = min(16, fds.count)
+    let threads = (0..<n).map { t in OSThread { for i in stride(from: t, to: fds.count, by: n) { close(fds[i]) } } }
+    threads.forEach { $0.join() }
+}
+
+/// Thousands of rows hold thousands of sockets: lift the soft fd limit to the hard one.
+func raiseFileLimit() {
+    var lim = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0, lim.rlim_cur < lim.rlim_max else { return }
+    lim.rlim_cur = lim.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim)
+}
+
+/// Listener ports in use by this process, per target namespace: a TCP SYN is told apart by its
+/// destination port on a shared capture.
+final class ListenerPorts: @unchecked Sendable {
+    static let shared = ListenerPorts()
+    private var mutex = pthread_mutex_t()
+    private var used = Set<String>()
+    init() { pthread_mutex_init(&mutex, nil) }
+    func claim(_ key: String, _ port: UInt16) -> Bool {
+        pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }
+        return used.insert("\(key)/\(port)").inserted
+    }
+    func release(_ key: String, _ port: UInt16) {
+        pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }
+        used.remove("\(key)/\(port)")
+    }
+}
+
+/// One capture socket at a far side, shared by the rows that look there.
+final class SharedCapture {
+    let fd: Int32
+    var byToken: [[UInt8]: (ProbeCheck, Int)] = [:]
+    var byTCPPort: [UInt16: ProbeCheck] = [:]
+    init(fd: Int32) { self.fd = fd }
+
+    func drain(now: Double) {
+        PacketCapture.read(fd, tokenLength: ProbeSender.tokenLength) { packet, ifindex in
+            if let t = packet.token, let (check, sender) = byToken[t], check.proto == packet.proto {
+                if packet.proto == .udp && packet.destinationPort != check.listenerPort { return }
+                check.sightings.append(Sighting(source: packet.source, port: packet.port, destination: packet.destination,
+                                                sender: sender, milliseconds: now, interfaceIndex: ifindex))
+            } else if packet.proto == .tcp, let check = byTCPPort[packet.destinationPort] {
+                check.sightings.append(Sighting(source: packet.source, port: packet.port, destination: packet.destination,
+                                                sender: nil, milliseconds: now, interfaceIndex: ifindex))
+            }
         }
+    }
+}
+
+/// One OS thread: sets rows up (entering each row's namespaces), fires them, and decides them in
+/// one epoll loop, with at most `inFlight` rows open at a time.
+final class ProbeWorker {
+    let checks: [ProbeCheck]
+    let timeout: Double
+    let inFlight: Int
+    let evidence: DropEvidence?
+    var captures: [String: SharedCapture] = [:]
+    var captureFDs: [Int32] { captures.values.map(\.fd) }
+    private var epfd: Int32 = -1
+    private enum Role { case capture(SharedCapture), listener(ProbeCheck), sender(ProbeCheck, ProbeSender) }
+    private var roles: [Role] = []
+
+    init(checks: [ProbeCheck], timeout: Double, inFlight: Int, evidence: DropEvidence?) {
+        self.checks = checks
+        self.timeout = timeout
+        self.inFlight = inFlight
+        self.evidence = evidence
+    }
+
+    func run() {
+        if epfd < 0 { epfd = epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        guard epfd >= 0 else {
+            let e = errnoText(errno)
+            for c in checks { c.finalResult = c.failedResult("epoll: \(e)") }
+            return
+        }
+        defer { close(epfd) }
+        var next = 0
+        var active: [ProbeCheck] = []
+        var events = [epoll_event](repeating: epoll_event(), count: 128)
+        while next < checks.count || !active.isEmpty {
+            while active.count < inFlight && next < checks.count {
+                let c = checks[next]
+                next += 1
+                start(c)
+                if c.finalResult == nil { active.append(c) }
+            }
+            let now = probeNow()
+            var wait = active.map { $0.firedAt + timeout - now }.min() ?? 0
+            // Rows waiting on a counter are polled: the reader runs on another thread.
+            if active.contains(where: { $0.waitsOnCounter }) { wait = min(wait, 1) }
+            let n = epoll_wait(epfd, &events, Int32(events.count), Int32(max(0, wait.rounded(.up))))
+            if n < 0 && errno != EINTR { break }
+            if n > 0 {
+                for e in events[0..<Int(n)] {
+                    switch roles[Int(e.data.u64)] {
+                    case .capture(let cap): cap.drain(now: probeNow())
+                    case .listener(let c): c.serveListener()
+                    case .sender(let c, let s): c.handleSender(s, revents: Int16(truncatingIfNeeded: e.events))
+                    }
+                }
+            }
+            // Whatever arrived at the far sides until now counts before any row is decided.
+            let t = probeNow()
+            for cap in captures.values { cap.drain(now: t) }
+            active.removeAll { c in
+                guard c.decided(evidence: evidence) || t >= c.firedAt + timeout else { return false }
+                finish(c, at: t)
+                return true
+            }
+        }
+        for c in active { finish(c, at: probeNow()) }
+    }
+
+    private func add(_ fd: Int32, _ role: Role, events: UInt32 = EPOLLIN.rawValue) {
+        roles.append(role)
+        var ev = epoll_event()
+        ev.events = events
+        ev.data.u64 = UInt64(roles.count - 1)
+        _ = epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev)
+    }
+
+    /// Sets the row up and fires it; a row that cannot be set up is decided at once.
+    private func start(_ c: ProbeCheck) {
+        setUp(c)
+        c.firedAt = probeNow()
+        c.endedAt = c.firedAt
+        if c.farError == nil {
+            for s in c.senders where s.fd >= 0 {
+                if case .counted(let rule) = s.probe.evidence, let evidence { s.ticket = evidence.fired(rule) }
+            }
+            c.fire()
+        } else {
+            finish(c, at: c.firedAt)
+        }
+    }
+
+    /// Opens the row's far side (shared capture, listener) in the target namespace and each
+    /// sender's socket in its own; this thread is the worker's own, so it may wander between namespaces.
+    func setUp(_ c: ProbeCheck) {
+        c.timeout = timeout
+        if epfd < 0 { epfd = epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        guard c.farError == nil else { return }
+        do {
+            try NetNamespace.enter(c.target.namespaceFD)
+            let cap = try capture(for: c)
+            if c.proto != .icmp { try c.openListener() }
+            c.capture = cap
+            for (i, s) in c.senders.enumerated() { cap.byToken[s.token] = (c, i) }
+            if c.proto == .tcp { cap.byTCPPort[c.listenerPort] = c }
+            if c.listenerFD >= 0 { add(c.listenerFD, .listener(c)) }
+        } catch {
+            c.farError = "setup at \(c.target.context): \(error)"
+            return
+        }
+        for s in c.senders {
+            do {
+                try NetNamespace.enter(s.probe.from.namespaceFD)
+                s.fd = try c.openSender(s.probe)
+                // Edge-triggered: a datagram socket is always writable; each event is read to EAGAIN.
+                add(s.fd, .sender(c, s), events: EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLERR.rawValue | EPOLLET.rawValue)
+            } catch {
+                s.setupError = "setup at \(s.probe.from.context): \(error)"
+            }
+        }
+    }
+
+    /// Closes the shared captures and the event loop's fd (the runner closes captures itself,
+    /// all at once, after every worker is done).
+    func closeForTests() {
+        captureFDs.forEach { close($0) }
+        captures = [:]
+        if epfd >= 0 { close(epfd); epfd = -1 }
+    }
+
+    private func capture(for c: ProbeCheck) throws -> SharedCapture {
+        if let cap = captures[c.captureKey] { return cap }
+        let cap = SharedCapture(fd: try PacketCapture.open(interface: c.targetInterface))
+        captures[c.captureKey] = cap
+        add(cap.fd, .capture(cap))
+        return cap
+    }
+
+    private func finish(_ c: ProbeCheck, at t: Double) {
+        c.endedAt = t
+        for s in c.senders where s.fd >= 0 {
+            let late = drainErrorQueue(s.fd)
+            if !late.isEmpty { s.errors += late; s.errorAt = s.errorAt ?? t }
+        }
+        c.finalResult = c.result(evidence: evidence)
+        if let cap = c.capture {
+            for s in c.senders { cap.byToken[s.token] = nil }
+            if c.proto == .tcp { cap.byTCPPort[c.listenerPort] = nil }
+        }
+        c.closeAll()
     }
 }
 
 /// One sender of a check: its probe, socket and what came back.
 final class ProbeSender {
+    static let tokenLength = 22
     var probe: Probe
     let token: [UInt8]
     var fd: Int32 = -1
@@ -50,6 +316,8 @@ final class ProbeSender {
     var errors: [String] = []
     var errorAt: Double?
     var tcpBuffer: [UInt8] = []
+    /// Issued by the drop evidence when the probe was sent.
+    var ticket: Int?
 
     init(_ probe: Probe) {
         self.probe = probe
@@ -60,6 +328,8 @@ final class ProbeSender {
 
     var failedEarly: Bool { setupError != nil || sendError != nil }
     var rejected: Bool { !errors.isEmpty }
+    /// The router's own refusal: ICMP admin-prohibited (IPv4 3/13, IPv6 1/1).
+    var adminProhibited: Bool { errors.contains { $0.contains("(icmp 3/13)") || $0.contains("(icmpv6 1/1)") } }
     /// Whether this sender has its answer (or failed), so waiting longer changes nothing for it.
     var answered: Bool {
         if failedEarly || rejected { return true }
@@ -70,8 +340,8 @@ final class ProbeSender {
     }
 }
 
-/// One row: one far side (capture and, for UDP/TCP, a listener on a fresh port at the target) and
-/// one or two senders (a same-port pair).
+/// One row: one far side (a shared capture and, for UDP/TCP, a listener on a fresh port at the
+/// target) and one or two senders (a same-port pair).
 final class ProbeCheck {
     let pair: ProbePair?
     let senders: [ProbeSender]
@@ -80,13 +350,14 @@ final class ProbeCheck {
     let destination: IPAddress
     let proto: ProbeProtocol
     var farError: String?
-    var captureFD: Int32 = -1
+    var capture: SharedCapture?
     var listenerFD: Int32 = -1
     var listenerPort: UInt16 = 0
     var sightings: [Sighting] = []
     var firedAt = 0.0
     var endedAt = 0.0
     var timeout = 0.0
+    var finalResult: ProbeResult?
 
     init(probes: [Probe], pair: ProbePair?) {
         self.pair = pair
@@ -113,67 +384,42 @@ final class ProbeCheck {
     }
 
     var where_: String { "\(target.context)/\(targetInterface ?? "any")" }
-
-    // MARK: running
-
-    func run(barrier: ProbeBarrier, timeout: Double) -> ProbeResult {
-        self.timeout = timeout
-        defer { closeAll() }
-        setup()
-        barrier.wait()
-        firedAt = probeNow()
-        endedAt = firedAt
-        if farError == nil {
-            fire()
-            loop(deadline: firedAt + timeout)
-        }
-        return result()
+    /// The far side: target namespace (by its fd) and capture interface.
+    var captureKey: String { "\(target.namespaceFD)/\(targetInterface ?? "")" }
+    /// Listener ports are unique per target namespace.
+    var portKey: String { "\(target.namespaceFD)" }
+    var waitsOnCounter: Bool {
+        senders.contains { if case .counted = $0.probe.evidence { return true } else { return false } }
     }
 
-    /// Opens the capture and listener in the target namespace, then each sender's socket in its own
-    /// namespace. This thread is private to the check, so it may wander between namespaces.
-    func setup() {
-        guard farError == nil else { return }
-        do {
-            try NetNamespace.enter(target.namespaceFD)
-            captureFD = try PacketCapture.open(interface: targetInterface)
-            if proto != .icmp { try openListener() }
-        } catch {
-            farError = "setup at \(target.context): \(error)"
-            return
-        }
-        for s in senders {
-            do {
-                try NetNamespace.enter(s.probe.from.namespaceFD)
-                s.fd = try openSender(s.probe)
-            } catch {
-                s.setupError = "setup at \(s.probe.from.context): \(error)"
-            }
-        }
-    }
+    // MARK: sockets
 
     func openListener() throws {
         let family = destination.family
         let type = proto == .udp ? SockType.dgram : SockType.stream
-        for _ in 0..<32 {
+        for _ in 0..<64 {
             let port = UInt16.random(in: 20000...60000)
-            let fd = try openSocket(afOf(family), type, 0, device: target.device, what: "\(proto) listener")
+            guard ListenerPorts.shared.claim(portKey, port) else { continue }
+            let fd: Int32
+            do {
+                fd = try openSocket(afOf(family), type, 0, device: target.device, what: "\(proto) listener")
+            } catch {
+                ListenerPorts.shared.release(portKey, port)
+                throw error
+            }
             if family == .v6 { _ = setIntOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
             if proto == .tcp { _ = setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) }
             // The destination's own address if it is local here (replies then leave from it);
             // otherwise every address, so that a packet that leaks here is still answered.
             var ok = bindSocket(fd, destination, port: port)
             if !ok && errno == EADDRNOTAVAIL { ok = bindSocket(fd, .any(family), port: port) }
+            if ok && proto == .tcp && listen(fd, 16) != 0 { ok = false }
             if !ok {
                 let e = errno
                 close(fd)
+                ListenerPorts.shared.release(portKey, port)
                 if e == EADDRINUSE { continue }
                 throw ProbeSetupError("bind \(proto) listener on port \(port)", errno: e)
-            }
-            if proto == .tcp && listen(fd, 16) != 0 {
-                let e = errno
-                close(fd)
-                throw ProbeSetupError("listen on port \(port)", errno: e)
             }
             listenerFD = fd
             listenerPort = port
@@ -242,52 +488,23 @@ final class ProbeCheck {
         }
     }
 
-    private enum Role { case capture, listener, sender(ProbeSender) }
-
-    func loop(deadline: Double) {
-        let match = CaptureMatch(proto: proto, port: listenerPort, tokens: senders.map(\.token))
-        while true {
-            let now = probeNow()
-            endedAt = now
-            if now >= deadline || decided() { break }
-            var fds: [pollfd] = []
-            var roles: [Role] = []
-            if captureFD >= 0 { fds.append(pollfd(fd: captureFD, events: Int16(POLLIN), revents: 0)); roles.append(.capture) }
-            if listenerFD >= 0 { fds.append(pollfd(fd: listenerFD, events: Int16(POLLIN), revents: 0)); roles.append(.listener) }
-            for s in senders where s.fd >= 0 {
-                var events = Int16(POLLIN)
-                if s.connecting { events |= Int16(POLLOUT) }
-                fds.append(pollfd(fd: s.fd, events: events, revents: 0))
-                roles.append(.sender(s))
-            }
-            let wait = Int32(max(1, (deadline - now).rounded(.up)))
-            let n = poll(&fds, nfds_t(fds.count), wait)
-            if n < 0 && errno != EINTR { break }
-            guard n > 0 else { continue }
-            for (pfd, role) in zip(fds, roles) where pfd.revents != 0 {
-                switch role {
-                case .capture: sightings += PacketCapture.read(captureFD, match: match, now: probeNow())
-                case .listener: serveListener()
-                case .sender(let s): handleSender(s, revents: pfd.revents)
-                }
-            }
-        }
-        // Whatever arrived at the target until now counts, also for rows decided early.
-        if captureFD >= 0 { sightings += PacketCapture.read(captureFD, match: match, now: probeNow()) }
-        for s in senders where s.fd >= 0 {
-            let late = drainErrorQueue(s.fd)
-            if !late.isEmpty { s.errors += late; s.errorAt = s.errorAt ?? probeNow() }
-        }
-    }
-
     /// Whether waiting longer can change the row.
-    func decided() -> Bool {
+    func decided(evidence: DropEvidence?) -> Bool {
         if farError != nil { return true }
         for (i, s) in senders.enumerated() {
             switch s.probe.expect {
             case .blocked:
-                // Only a packet that never left can no longer leak.
-                if !s.failedEarly { return false }
+                if s.failedEarly { continue }
+                // A leak decides the row at once (it fails).
+                if observation(i) != nil || (proto == .tcp && !sightings.isEmpty) || s.replyFrom != nil { continue }
+                switch s.probe.evidence {
+                case .reject:
+                    if !s.adminProhibited { return false }
+                case .counted(let rule):
+                    guard let evidence, let t = s.ticket, evidence.covered(rule, ticket: t) else { return false }
+                case .wait:
+                    return false
+                }
             case .reach:
                 if !s.answered { return false }
                 if !s.failedEarly && !s.rejected && observation(i) == nil { return false }
@@ -332,6 +549,7 @@ final class ProbeCheck {
     }
 
     func handleSender(_ s: ProbeSender, revents: Int16) {
+        guard s.fd >= 0 else { return }
         let now = probeNow()
         func noteErrors(_ fallback: Int32) {
             var errs = drainErrorQueue(s.fd)
@@ -427,15 +645,20 @@ final class ProbeCheck {
         return (addr, port)
     }
 
+    /// Closing a socket also removes it from any epoll set.
     func closeSender(_ s: ProbeSender) {
         if s.fd >= 0 { close(s.fd); s.fd = -1 }
         s.connecting = false
     }
 
+    /// Closes the row's own sockets (not the shared capture).
     func closeAll() {
         for s in senders { closeSender(s) }
-        if listenerFD >= 0 { close(listenerFD); listenerFD = -1 }
-        if captureFD >= 0 { close(captureFD); captureFD = -1 }
+        if listenerFD >= 0 {
+            close(listenerFD)
+            listenerFD = -1
+            ListenerPorts.shared.release(portKey, listenerPort)
+        }
     }
 
     // MARK: verdict
@@ -461,7 +684,7 @@ final class ProbeCheck {
     }
 
     /// One sender's verdict: passed, detail, its observation.
-    func verdict(_ i: Int) -> (Bool, String, Sighting?) {
+    func verdict(_ i: Int, evidence: DropEvidence?) -> (Bool, String, Sighting?) {
         let s = senders[i]
         if let e = s.setupError { return (false, e, nil) }
         let obs = observation(i)
@@ -496,14 +719,27 @@ final class ProbeCheck {
             let leak = obs ?? (proto == .tcp ? sightings.first : nil)
             if let l = leak { return (false, "LEAK: " + describeSighting(l) + "; " + answer, l) }
             if s.replyFrom != nil { return (false, "LEAK: " + answer + "; not seen at \(where_)", nil) }
-            return (true, answer + "; not seen at \(where_)", nil)
+            let unseen = "not seen at \(where_)"
+            switch s.probe.evidence {
+            case .wait:
+                return (true, answer + "; " + unseen + " in \(Int(timeout)) ms", nil)
+            case .reject:
+                if s.adminProhibited { return (true, answer + "; " + unseen, nil) }
+                return (false, "NOT REFUSED by the router (no admin-prohibited): " + answer + "; " + unseen, nil)
+            case .counted(let rule):
+                let text = evidence?.describe(rule) ?? "\(rule)"
+                if let evidence, let t = s.ticket, evidence.covered(rule, ticket: t) {
+                    return (true, "dropped: counted by \(text); " + unseen, nil)
+                }
+                return (false, "NOT COUNTED by \(text) (something else stopped it): " + answer + "; " + unseen, nil)
+            }
         }
     }
 
-    func result() -> ProbeResult {
+    func result(evidence: DropEvidence? = nil) -> ProbeResult {
         let first = senders[0].probe
         if let e = farError { return failedResult(e) }
-        let verdicts = senders.indices.map(verdict)
+        let verdicts = senders.indices.map { verdict($0, evidence: evidence) }
         var passed = verdicts.allSatisfy { $0.0 }
         var detail: String
         let observed = verdicts.map { $0.2 }

@@ -38,6 +38,58 @@ public enum ProbeExpectation: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// What a row proves, for the per-kind summary of large labs.
+public enum RowKind: String, Sendable, CaseIterable, CustomStringConvertible {
+    case gateway, neighbour
+    case crossDomain = "cross-domain"
+    case crossDomainV4 = "cross-domain-v4"
+    case uplinkV6 = "uplink-v6"
+    case routerV6 = "router-v6"
+    case nat
+    case routedOut = "routed-out"
+    case routedIn = "routed-in"
+    case inboundV6 = "inbound-v6"
+    case unsolicited
+    case routerUplink = "router-uplink"
+    case samePort = "same-port"
+    case expectation
+    public var description: String { rawValue }
+}
+
+/// An nftables rule of the lab's ruleset, named by the comment `Ruleset` puts on it; `check`
+/// resolves it to its handle in the kernel (in `context`'s namespace) after `up`.
+public struct RuleRef: Hashable, Sendable, CustomStringConvertible {
+    public var context: String
+    public var family: String
+    public var table: String
+    public var chain: String
+    public var comment: String
+    public init(context: String, family: String = "inet", table: String, chain: String, comment: String) {
+        self.context = context
+        self.family = family
+        self.table = table
+        self.chain = chain
+        self.comment = comment
+    }
+    public var description: String { "\(context) \(family) \(table) \(chain) \"\(comment)\"" }
+}
+
+/// What stops a row expected blocked: a rule of the ruleset, or something that is not a rule.
+public enum BlockedBy: Hashable, Sendable {
+    case rule(RuleRef)
+    case mechanism(String)
+}
+
+/// How a blocked row concludes before its timeout: from positive evidence where it can exist.
+public enum BlockEvidence: Sendable, Equatable {
+    /// The router's own ICMP admin-prohibited error on the sender's socket (it quotes this probe).
+    case reject
+    /// The blocking rule's packet counter, read before and during the run, covers this probe.
+    case counted(RuleRef)
+    /// No evidence can exist: wait the whole timeout for a leak.
+    case wait
+}
+
 /// One row of the check matrix: send one packet (ICMP echo, UDP datagram or TCP SYN) from `from`
 /// to `destination` and watch for it at `target`.
 public struct Probe: Sendable {
@@ -56,10 +108,15 @@ public struct Probe: Sendable {
     public var expect: ProbeExpectation
     /// Why this row's detail legitimately differs between backends (shown with the row).
     public var note: String?
+    public var kind: RowKind
+    /// For a row expected blocked: what stops it, and how the row concludes.
+    public var blockedBy: BlockedBy?
+    public var evidence: BlockEvidence
 
     public init(name: String, from: ProbeEndpoint, bindAddress: IPAddress? = nil, sourcePort: UInt16? = nil,
                 destination: IPAddress, proto: ProbeProtocol, target: ProbeEndpoint,
-                targetInterface: String? = nil, expect: ProbeExpectation, note: String? = nil) {
+                targetInterface: String? = nil, expect: ProbeExpectation, note: String? = nil,
+                kind: RowKind = .expectation, blockedBy: BlockedBy? = nil, evidence: BlockEvidence = .wait) {
         self.name = name
         self.from = from
         self.bindAddress = bindAddress
@@ -70,6 +127,9 @@ public struct Probe: Sendable {
         self.targetInterface = targetInterface
         self.expect = expect
         self.note = note
+        self.kind = kind
+        self.blockedBy = blockedBy
+        self.evidence = evidence
     }
 }
 
@@ -123,4 +183,5 @@ public struct ProbeResult: Sendable {
     /// The sending context(s), e.g. "blue_c1" or "blue_c1+red_c1".
     public var from: String { pair.map { "\($0.first.from.context)+\($0.second.from.context)" } ?? probe.from.context }
     public var expected: String { pair == nil ? probe.expect.description : "\(probe.expect), distinct ports" }
+    public var kind: RowKind { pair == nil ? probe.kind : .samePort }
 }

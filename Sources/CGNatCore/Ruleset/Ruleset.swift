@@ -4,6 +4,22 @@ import NetAddress
 /// (`nft -f` semantics) into the namespace that does the NAT.
 public struct Ruleset: Equatable, Sendable {
     public static let tableName = "cgnat"
+    /// The chain whose rules stop what must not pass.
+    public static let forwardChain = "forward"
+
+    /// Every rule carries a comment of its own: `check` finds a rule's handle in the kernel by it
+    /// (`nft -a -j list table`), so a row can name the rule that stops it.
+    public enum Comment {
+        public static let zones = "conntrack zone of the subscriber domain"
+        public static let ctMark = "domain mark on new connections"
+        public static let packetMark = "packet mark from the connection"
+        public static let established = "replies and related"
+        public static let unsolicited = "unsolicited IPv4 from the uplink"
+        /// One rule on the netns backend (`from` nil); one per ingress VRF on the VRF backend.
+        public static func interDomain(from vrf: String?) -> String {
+            "IPv4 between subscriber domains" + (vrf.map { ", from \($0)" } ?? "")
+        }
+    }
 
     /// Devices as the router's netfilter hooks see them on this backend.
     public struct Devices: Equatable, Sendable {
@@ -45,15 +61,17 @@ public struct Ruleset: Equatable, Sendable {
         let nat = lab.router.nat
         let ingressMap = devices.subscriberIngress.map { "\(quote($0.device)) : \($0.domain.id)" }.joined(separator: ", ")
         let interDomain: [String]
-        let reject = "counter reject with icmp type admin-prohibited comment \"IPv4 between subscriber domains\""
+        func reject(_ vrf: String?) -> String {
+            "counter reject with icmp type admin-prohibited comment \(quote(Comment.interDomain(from: vrf)))"
+        }
         switch devices.interDomain {
         case .links(let links):
             let set = links.map(quote).joined(separator: ", ")
-            interDomain = ["iifname { \(set) } oifname { \(set) } meta nfproto ipv4 \(reject)"]
+            interDomain = ["iifname { \(set) } oifname { \(set) } meta nfproto ipv4 \(reject(nil))"]
         case .vrfs(let list):
             interDomain = list.filter { !$0.foreign.filter { $0.family == .v4 }.isEmpty }.map { entry in
                 let dst = entry.foreign.filter { $0.family == .v4 }.map(\.description).joined(separator: ", ")
-                return "iifname \(quote(entry.vrf)) ip daddr { \(dst) } \(reject)"
+                return "iifname \(quote(entry.vrf)) ip daddr { \(dst) } \(reject(entry.vrf))"
             }
         }
         let marks = devices.subscriberIngress.map { String($0.domain.id) }.joined(separator: ", ")
@@ -69,7 +87,7 @@ public struct Ruleset: Equatable, Sendable {
             \t\ttype filter hook prerouting priority raw; policy accept;
             \t\t# Subscribers share \(nat.inside): keep their flows apart with conntrack zones, set for
             \t\t# the ORIGINAL direction only, so replies arriving upstream (zone 0) still find them.
-            \t\tct original zone set iifname map { \(ingressMap) }
+            \t\tct original zone set iifname map { \(ingressMap) } comment \(quote(Comment.zones))
             \t}
             """)
         lines.append("""
@@ -77,16 +95,16 @@ public struct Ruleset: Equatable, Sendable {
             \t\ttype filter hook prerouting priority mangle; policy accept;
             \t\t# De-NATed replies all go to \(nat.publicAddress): the connection's mark says which
             \t\t# domain they belong to, and an fwmark rule picks that domain's return table.
-            \t\tct state new ct mark set iifname map { \(ingressMap) }
-            \t\tmeta mark set ct mark
+            \t\tct state new ct mark set iifname map { \(ingressMap) } comment \(quote(Comment.ctMark))
+            \t\tmeta mark set ct mark comment \(quote(Comment.packetMark))
             \t}
             """)
         lines.append("""
             \tchain forward {
             \t\ttype filter hook forward priority filter; policy accept;
-            \t\tct state established,related accept
+            \t\tct state established,related accept comment \(quote(Comment.established))
             \t\t# Nothing opens IPv4 connections into the subscriber space except to routed addresses.
-            \t\t\(unsolicited) comment "unsolicited IPv4 from the uplink"
+            \t\t\(unsolicited) comment \(quote(Comment.unsolicited))
             \t\t# Subscriber domains share addresses with each other and with the NAT address: IPv4
             \t\t# between them would be answered to the wrong host, so it is refused.
             """ + interDomain.map { "\n\t\t" + $0 }.joined() + "\n\t}")

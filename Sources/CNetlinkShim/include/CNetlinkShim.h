@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/epoll.h>
 #include <sys/types.h>
 #include <unistd.h>
 #include <linux/netlink.h>
