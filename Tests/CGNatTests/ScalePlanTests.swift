@@ -56,9 +56,19 @@ import NetAddress
                     }
                 }
             }
+            // The uplink's link, both sides: the router's uplink addresses at the host, the host's at the router.
+            let up = lab.router.uplink, host = lab.uplinkHost!
+            let routerMAC = Conventions.mac(linkIndex: idx[lab.namespaceName("main")]![up.interface]!)
+            let hostMAC = Conventions.mac(linkIndex: idx[lab.namespaceName(host.name)]![host.interface]!)
+            for a in up.addresses {
+                #expect(neighbours[lab.namespaceName(host.name), default: []].contains("\(host.interface) \(a.address) \(routerMAC)"))
+            }
+            for a in host.addresses {
+                #expect(neighbours[lab.namespaceName("main"), default: []].contains("\(up.interface) \(a.address) \(hostMAC)"))
+            }
             let count = plan.steps.filter { if case .addNeighbour = $0 { return true } else { return false } }.count
-            // 3 subscribers x 2 domains, 2 gateway addresses each way.
-            #expect(count == 6 * 2 + 6 * 2)
+            // 3 subscribers x 2 domains, 2 gateway addresses each way; 2 + 2 on the uplink's link.
+            #expect(count == 6 * 2 + 6 * 2 + up.addresses.count + host.addresses.count)
         }
     }
 

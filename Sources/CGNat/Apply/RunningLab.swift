@@ -10,6 +10,19 @@ public struct RunningLab: Sendable {
     public let record: LabRecord.Contents
     /// The record file this was read from: a `down` (and a new `up`) gives another one.
     let recordFile: NetNamespace.Identity?
+    /// Contexts and recorded namespace identities by name: commands look up one per context, and
+    /// a lab of a thousand subscribers has a thousand of each.
+    private let contextIndex: [String: Context]
+    private let identities: [String: NetNamespace.Identity]
+
+    init(lab: Lab, backend: Backend, record: LabRecord.Contents, recordFile: NetNamespace.Identity?) {
+        self.lab = lab
+        self.backend = backend
+        self.record = record
+        self.recordFile = recordFile
+        contextIndex = Dictionary(lab.contexts(backend: backend).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        identities = Dictionary(record.namespaces.map { ($0.name, $0.identity) }, uniquingKeysWith: { a, _ in a })
+    }
 
     public var name: String { lab.name }
 
@@ -42,7 +55,7 @@ public struct RunningLab: Sendable {
     public var contexts: [Context] { lab.contexts(backend: backend) }
 
     public func context(named name: String) throws -> Context {
-        guard let ctx = lab.context(named: name, backend: backend) else {
+        guard let ctx = contextIndex[name] else {
             let known = contexts.map(\.name).joined(separator: ", ")
             throw UsageError("unknown context '\(name)': the contexts of lab '\(lab.name)' are \(known)")
         }
@@ -53,7 +66,7 @@ public struct RunningLab: Sendable {
     /// the one the lab created.
     public func open(context name: String) throws -> (Context, Int32) {
         let ctx = try context(named: name)
-        guard let id = record.namespaces.first(where: { $0.name == ctx.namespace })?.identity,
+        guard let id = identities[ctx.namespace],
               NetNamespace.identity(of: ctx.namespace) == id else {
             throw UsageError("namespace \(ctx.namespace) of context '\(name)' is gone or was replaced: run `cgnat down --lab \(lab.name)` and `cgnat up` again")
         }

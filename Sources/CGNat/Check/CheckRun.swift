@@ -34,10 +34,17 @@ public enum CheckRun {
         let backend = running.backend
         var fds: [String: Int32] = [:]   // by namespace
         defer { fds.values.forEach { close($0) } }
+        // Contexts by name, once: the matrix asks for an endpoint per row, and a lab of a thousand
+        // subscribers has a thousand contexts.
+        let contexts = Dictionary(lab.contexts(backend: backend).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var endpoints: [String: ProbeEndpoint] = [:]
         func endpoint(_ name: String) throws -> ProbeEndpoint {
-            guard let ctx = lab.context(named: name, backend: backend) else { throw UsageError("internal: no context \(name)") }
+            if let e = endpoints[name] { return e }
+            guard let ctx = contexts[name] else { throw UsageError("internal: no context \(name)") }
             if fds[ctx.namespace] == nil { fds[ctx.namespace] = try running.open(context: name).1 }
-            return ProbeEndpoint(context: name, namespaceFD: fds[ctx.namespace]!, device: ctx.vrf)
+            let e = ProbeEndpoint(context: name, namespaceFD: fds[ctx.namespace]!, device: ctx.vrf)
+            endpoints[name] = e
+            return e
         }
         var used = Set<UInt16>()
         var rng = SystemRandomNumberGenerator()

@@ -69,10 +69,12 @@ public final class RuleCounters: DropEvidence, @unchecked Sendable {
         var out: [(RuleRef, Listed?)] = []
         var listings: [String: [(table: String, family: String, rule: Listed)]] = [:]
         for ref in refs {
-            let key = "\(ref.context) \(ref.family) \(ref.table)"
+            // The chain, not the table: a table's listing carries its port-block maps, thousands
+            // of elements formatted as JSON on every read (this runs every half millisecond).
+            let key = "\(ref.context) \(ref.family) \(ref.table) \(ref.chain)"
             if listings[key] == nil {
                 guard let nft = contexts[ref.context] else { continue }
-                let text = (try? nft.run("list table \(ref.family) \(ref.table)")) ?? "{}"
+                let text = (try? nft.run("list chain \(ref.family) \(ref.table) \(ref.chain)")) ?? "{}"
                 listings[key] = try RuleCounters.rules(fromJSON: text)
             }
             let hit = listings[key]!.first { $0.family == ref.family && $0.table == ref.table && $0.rule.chain == ref.chain && $0.rule.comment == ref.comment }

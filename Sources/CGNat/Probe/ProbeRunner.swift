@@ -21,7 +21,7 @@ public struct ProbeRunOptions: Sendable {
     public var workers: Int
     /// Rows in flight per worker at once; the next start as earlier ones are decided.
     public var inFlightPerWorker: Int
-    public init(timeoutMilliseconds: Int = 400, workers: Int = 4, inFlightPerWorker: Int = 128) {
+    public init(timeoutMilliseconds: Int = 400, workers: Int = 4, inFlightPerWorker: Int = 32) {
         self.timeoutMilliseconds = timeoutMilliseconds
         self.workers = workers
         self.inFlightPerWorker = inFlightPerWorker

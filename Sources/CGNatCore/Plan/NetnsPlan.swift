@@ -30,7 +30,13 @@ extension Plan {
             ("net.ipv4.ping_group_range", "0 2147483647"),
             ("net.ipv4.ip_forward", router ? "1" : "0"),
             ("net.ipv6.conf.all.forwarding", router ? "1" : "0"),
-        ]
+        ] + (router ? [] : [
+            // Hosts route statically: no router solicitations. They go to ff02::2, which a bridge
+            // floods to every port, so a thousand subscribers starting at once sent about 90,000
+            // packets in the seconds after `up` and overflowed the kernel's backlog.
+            ("net.ipv6.conf.all.router_solicitations", "0"),
+            ("net.ipv6.conf.default.router_solicitations", "0"),
+        ])
     }
 
     /// The netns backend (DESIGN.md section 3): one namespace per routing domain, transfer links
@@ -91,6 +97,7 @@ extension Plan {
         }
         steps += up.map { .setUp(namespace: $0.0, link: $0.1) }
         steps.addSubscriberNeighbours(lab, bridgeNamespace: domainNS)
+        steps.addUplinkNeighbours(lab, routerNamespace: main)
 
         // Routes.
         steps.addHostRoutes(lab)

@@ -83,6 +83,22 @@ struct StepList {
         }
     }
 
+    /// Permanent neighbour entries on the uplink's link, both sides: a check sends hundreds of
+    /// probes from the uplink at once, and packets queued for an unresolved neighbour beyond its
+    /// small queue (unres_qlen) are dropped before any rule sees them.
+    mutating func addUplinkNeighbours(_ lab: Lab, routerNamespace: String) {
+        guard let h = lab.uplinkHost else { return }
+        let up = lab.router.uplink
+        let hns = lab.namespaceName(h.name)
+        let routerMAC = mac(routerNamespace, up.interface), hostMAC = mac(hns, h.interface)
+        for a in up.addresses where !a.address.isLinkLocal {
+            steps.append(.addNeighbour(namespace: hns, link: h.interface, address: a.address, mac: routerMAC))
+        }
+        for a in h.addresses where !a.address.isLinkLocal {
+            steps.append(.addNeighbour(namespace: routerNamespace, link: up.interface, address: a.address, mac: hostMAC))
+        }
+    }
+
     /// Every host's addresses (interface and loopback), in its own namespace.
     mutating func addHostAddresses(_ lab: Lab) {
         for h in lab.hosts {

@@ -50,6 +50,7 @@ extension Plan {
         }
         steps += up.map { .setUp(namespace: $0.0, link: $0.1) }
         steps.addSubscriberNeighbours(lab) { _ in main }
+        steps.addUplinkNeighbours(lab, routerNamespace: main)
 
         steps.addHostRoutes(lab)
         // up: defaults to the uplink, each domain's routed prefixes leaked into its VRF.
