@@ -77,7 +77,7 @@ struct VRFBackendTests {
             let text = TraceFormat.text(nat.packets)
             #expect(nat.exitStatus == 0, "\(text)")
             let request = nat.packets.first { $0.packet?.icmpTypeName == "echo-request" }
-            #expect(request?.hops.contains { $0.chain == "srcnat" && $0.rule?.contains("snat ip to 100.64.0.1") == true } == true, "\(text)")
+            #expect(request?.hops.contains { $0.chain == "srcnat" && $0.rule?.contains("snat ip to ct mark . ip saddr map @\(Ruleset.portMap)") == true } == true, "\(text)")
             #expect(request?.verdict.result == .delivered, "\(text)")
 
             var cross = TraceSession.Request(lab: lab, context: "red_c1", command: ["ping", "-c1", "-W1", "192.0.2.2"])
