@@ -92,6 +92,72 @@ struct NATBehaviourTests {
     }
 }
 
+/// Port exhaustion: a subscriber whose flows to one destination outnumber its block gets exactly
+/// its block (the extra flows are dropped when conntrack confirms them), and a subscriber that
+/// shares its inside address, in another domain, keeps working in its own block.
+@Suite(.serialized, .enabled(if: isRoot))
+struct PortExhaustionTests {
+    static let sender = """
+        import socket,sys,time
+        tag,n,base,dst=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),sys.argv[4]
+        socks=[]
+        for i in range(n):
+            s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(("0.0.0.0",base+i)); socks.append(s)
+            s.sendto(("%s:%d"%(tag,i)).encode(),(dst,7777))
+        time.sleep(0.3)
+        """
+    static let receiver = """
+        import socket,select,time,sys
+        s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind((sys.argv[1],7777))
+        seen={}; end=time.time()+float(sys.argv[2])
+        while time.time()<end:
+            r,_,_=select.select([s],[],[],0.1)
+            if r:
+                d,src=s.recvfrom(100); seen.setdefault(d.decode().split(':')[0],set()).add(src[1])
+        for k,v in seen.items(): print(k, len(v), min(v), max(v))
+        """
+
+    @Test func aSubscriberAtItsLimitTakesNothingFromAnother() throws {
+        var lab = Lab.seed(name: testLabName("exh"))
+        lab.router.nat.mapping = .portBlocks(.init(insideRange: IPPrefix("100.64.0.0/27")!, blockSize: 64))
+        let policy = try #require(lab.portBlockPolicy)
+        let uplink = try #require(lab.uplinkHost)
+        let server = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }).address
+        let subscribers = lab.hosts.filter { if case .domain = $0.attachment { return true }; return false }
+        let byAddress = Dictionary(grouping: subscribers) { $0.addresses.first { $0.family == .v4 }!.address }
+        let pair = try #require(byAddress.values.first { $0.count >= 2 })
+        func block(_ h: CGNatCore.Host) throws -> PortBlockPolicy.Allocation {
+            guard case .domain(let dn) = h.attachment, let d = lab.domain(named: dn) else { throw UsageError("no domain") }
+            return try #require(policy.allocation(domainID: d.id, inside: h.addresses[0].address))
+        }
+        try withLab(lab) { lab in
+            let rx = Process()
+            rx.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            rx.arguments = ["ip", "netns", "exec", lab.namespaceName(uplink.name), "python3", "-c", Self.receiver, "\(server)", "3"]
+            let out = Pipe()
+            rx.standardOutput = out
+            try rx.run()
+            usleep(300_000)
+            // 80 flows against a 64-port block, then 20 from the other subscriber of the same address.
+            let hog = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[0].name), "python3", "-c", Self.sender, "hog", "80", "30000", "\(server)"])
+            let other = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[1].name), "python3", "-c", Self.sender, "other", "20", "30000", "\(server)"])
+            #expect(hog.status == 0 && other.status == 0, "\(hog.output) \(other.output)")
+            rx.waitUntilExit()
+            let lines = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+            func seen(_ tag: String) -> (count: Int, low: Int, high: Int)? {
+                guard let l = lines.first(where: { $0.hasPrefix(tag + " ") }) else { return nil }
+                let f = l.split(separator: " ").compactMap { Int($0) }
+                return f.count == 3 ? (f[0], f[1], f[2]) : nil
+            }
+            let a = try block(pair[0]), b = try block(pair[1])
+            let hogSeen = try #require(seen("hog"), "\(lines)")
+            let otherSeen = try #require(seen("other"), "\(lines)")
+            #expect(hogSeen.count == 64 && a.ports.contains(UInt16(hogSeen.low)) && a.ports.contains(UInt16(hogSeen.high)), "\(hogSeen) in \(a)")
+            #expect(otherSeen.count == 20 && b.ports.contains(UInt16(otherSeen.low)) && b.ports.contains(UInt16(otherSeen.high)), "\(otherSeen) in \(b)")
+        }
+    }
+}
+
 let natDiscoveryInstalled = FileManager.default.isExecutableFile(atPath: "/usr/bin/turnutils_natdiscovery")
 
 struct ShellResult { var status: Int32; var output: String }
