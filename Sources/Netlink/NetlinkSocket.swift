@@ -71,7 +71,11 @@ public final class NetlinkSocket {
     /// Sends the message as is (to the kernel, port 0).
     public func send(_ message: NetlinkMessage, step: String) throws {
         guard socketFD >= 0 else { throw NetlinkError(step: step, errno: EBADF) }
-        let bytes = message.encoded()
+        try sendBytes(message.encoded(), step: step)
+    }
+
+    /// One datagram to the kernel: a message, or a batch of them back to back.
+    private func sendBytes(_ bytes: [UInt8], step: @autoclosure () -> String) throws {
         var addr = sockaddr_nl()
         addr.nl_family = sa_family_t(AF_NETLINK)
         while true {
@@ -84,7 +88,7 @@ public final class NetlinkSocket {
             }
             if n == bytes.count { return }
             if n < 0 && Glibc.errno == EINTR { continue }
-            throw NetlinkError(step: step, errno: n < 0 ? Glibc.errno : EMSGSIZE)
+            throw NetlinkError(step: step(), errno: n < 0 ? Glibc.errno : EMSGSIZE)
         }
     }
 
@@ -161,20 +165,7 @@ public final class NetlinkSocket {
             position[m.seq] = i
             bytes += m.encoded()
         }
-        var addr = sockaddr_nl()
-        addr.nl_family = sa_family_t(AF_NETLINK)
-        while true {
-            let n = bytes.withUnsafeBytes { buf in
-                withUnsafePointer(to: &addr) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        sendto(socketFD, buf.baseAddress, buf.count, 0, $0, socklen_t(MemoryLayout<sockaddr_nl>.size))
-                    }
-                }
-            }
-            if n == bytes.count { break }
-            if n < 0 && Glibc.errno == EINTR { continue }
-            throw NetlinkError(step: step(0), errno: n < 0 ? Glibc.errno : EMSGSIZE)
-        }
+        try sendBytes(bytes, step: step(0))
         var failures: [(position: Int, error: NetlinkError)] = []
         var pending = messages.count
         while pending > 0 {
