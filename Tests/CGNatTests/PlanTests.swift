@@ -114,6 +114,15 @@ import Netlink
         #expect(text.components(" : 100.64.0.1 . ") == 64)
     }
 
+    @Test func sessionLimitPerSubscriber() {
+        var lab = Lab.seed()
+        #expect(!text.contains("subscriber_sessions"))
+        lab.router.nat.sessionLimit = 500
+        let t = Plan.netns(lab).ruleset.text
+        #expect(t.contains("set subscriber_sessions {\n\t\ttype mark . ipv4_addr\n\t\tsize 1048576\n\t\tflags dynamic\n\t}"))
+        #expect(t.contains("ct state new ct mark { 1, 2 } ip saddr 100.64.0.0/10 add @subscriber_sessions { ct mark . ip saddr ct count over 500 } counter drop comment \"session limit per subscriber\""))
+    }
+
     @Test func randomMappingIsTheOldSNAT() {
         var lab = Lab.seed()
         lab.router.nat.mapping = .random

@@ -158,6 +158,64 @@ struct PortExhaustionTests {
     }
 }
 
+/// Session limits (RFC 6888 REQ-4): a subscriber over its limit gets no new session; the other
+/// subscriber of the same inside address is not affected; the rule that drops counts them.
+@Suite(.serialized, .enabled(if: isRoot))
+struct SessionLimitTests {
+    /// Flows to `n` different destination ports of the server, from one source port each.
+    static let sender = """
+        import socket,sys,time
+        tag,n,base,dst=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),sys.argv[4]
+        socks=[]
+        for i in range(n):
+            s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(("0.0.0.0",base+i)); socks.append(s)
+            s.sendto(tag.encode(),(dst,7000+i))
+        time.sleep(0.3)
+        """
+    static let receiver = """
+        import socket,select,time,sys
+        socks=[]
+        for i in range(int(sys.argv[2])):
+            s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind((sys.argv[1],7000+i)); socks.append(s)
+        seen={}; end=time.time()+float(sys.argv[3])
+        while time.time()<end:
+            r,_,_=select.select(socks,[],[],0.1)
+            for s in r:
+                d,src=s.recvfrom(100); seen[d.decode()]=seen.get(d.decode(),0)+1
+        for k,v in seen.items(): print(k, v)
+        """
+
+    @Test func aSubscriberOverItsLimitOpensNothingMoreAndTheOtherIsUnaffected() throws {
+        var lab = Lab.seed(name: testLabName("ses"))
+        lab.router.nat.sessionLimit = 10
+        let uplink = try #require(lab.uplinkHost)
+        let server = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }).address
+        let subscribers = lab.hosts.filter { if case .domain = $0.attachment { return true }; return false }
+        let pair = try #require(Dictionary(grouping: subscribers) { $0.addresses[0].address }.values.first { $0.count >= 2 })
+        try withLab(lab) { lab in
+            let rx = Process()
+            rx.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            rx.arguments = ["ip", "netns", "exec", lab.namespaceName(uplink.name), "python3", "-c", Self.receiver, "\(server)", "15", "3"]
+            let out = Pipe()
+            rx.standardOutput = out
+            try rx.run()
+            usleep(300_000)
+            let hog = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[0].name), "python3", "-c", Self.sender, "hog", "15", "31000", "\(server)"])
+            let other = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[1].name), "python3", "-c", Self.sender, "other", "5", "31000", "\(server)"])
+            #expect(hog.status == 0 && other.status == 0)
+            rx.waitUntilExit()
+            let seen = Dictionary(uniqueKeysWithValues: String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                .split(separator: "\n").compactMap { l -> (String, Int)? in
+                    let f = l.split(separator: " "); return f.count == 2 ? (String(f[0]), Int(f[1]) ?? 0) : nil
+                })
+            #expect(seen["hog"] == 10 && seen["other"] == 5, "\(seen)")
+            let rules = try runCommand(["ip", "netns", "exec", lab.namespaceName(lab.router.name), "nft", "list", "chain", "inet", Ruleset.tableName, "forward"])
+            let line = rules.output.split(separator: "\n").first { $0.contains(Ruleset.Comment.sessionLimit) }.map(String.init) ?? ""
+            #expect(line.contains("counter packets 5 "), "\(line)")
+        }
+    }
+}
+
 let natDiscoveryInstalled = FileManager.default.isExecutableFile(atPath: "/usr/bin/turnutils_natdiscovery")
 
 struct ShellResult { var status: Int32; var output: String }

@@ -132,18 +132,22 @@ public struct NATPolicy: Equatable, Sendable {
     /// The public addresses; the first is `publicAddress`.
     public var pool: [IPPrefix]
     public var mapping: Mapping
+    /// Concurrent IPv4 sessions per subscriber (RFC 6888 REQ-4); a new one over it is dropped and
+    /// counted. nil: no limit but the subscriber's ports.
+    public var sessionLimit: Int?
 
     /// The first public address (the seed's only one, which is also the uplink's own).
     public var publicAddress: IPAddress { pool.first?.network.address ?? IPAddress.any(.v4) }
 
-    public init(inside: IPPrefix, pool: [IPPrefix], mapping: Mapping = .portBlocks(PortBlocks())) {
+    public init(inside: IPPrefix, pool: [IPPrefix], mapping: Mapping = .portBlocks(PortBlocks()), sessionLimit: Int? = nil) {
         self.inside = inside
         self.pool = pool
         self.mapping = mapping
+        self.sessionLimit = sessionLimit
     }
 
-    public init(inside: IPPrefix, publicAddress: IPAddress, mapping: Mapping = .portBlocks(PortBlocks())) {
-        self.init(inside: inside, pool: [IPPrefix(publicAddress, 32)], mapping: mapping)
+    public init(inside: IPPrefix, publicAddress: IPAddress, mapping: Mapping = .portBlocks(PortBlocks()), sessionLimit: Int? = nil) {
+        self.init(inside: inside, pool: [IPPrefix(publicAddress, 32)], mapping: mapping, sessionLimit: sessionLimit)
     }
 }
 

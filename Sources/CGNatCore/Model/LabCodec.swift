@@ -108,15 +108,16 @@ public enum LabCodec {
             ])
         }
         return .object([("inside", .string(nat.inside.description)), ("pool", .array(nat.pool.map { .string($0.description) })),
-                        ("mapping", mapping)])
+                        ("mapping", mapping), ("sessions", nat.sessionLimit.map { .int(Int64($0)) } ?? .null)])
     }
 
     private static func decodeNAT(_ j: JSON, _ r: Reader) throws -> NATPolicy {
         let inside = try r.prefix(j, "inside")
         let pool = try r.prefixes(j, "pool")
         let m = try r.member(j, "mapping")
+        let sessions = j["sessions"]?.intValue.map(Int.init)
         switch try r.string(m, "kind") {
-        case "random": return NATPolicy(inside: inside, pool: pool, mapping: .random)
+        case "random": return NATPolicy(inside: inside, pool: pool, mapping: .random, sessionLimit: sessions)
         case "port-blocks":
             let ports = try r.array(m, "ports").compactMap { $0.intValue.flatMap { UInt16(exactly: $0) } }
             guard ports.count == 2, ports[0] <= ports[1] else { throw DecodeError(path: "nat.mapping.ports", message: "not a port range") }
@@ -127,7 +128,8 @@ public enum LabCodec {
             }
             let size = m["block_size"]?.intValue.map(Int.init)
             return NATPolicy(inside: inside, pool: pool, mapping: .portBlocks(.init(
-                insideRange: range, ports: ports[0]...ports[1], blockSize: size, blocksPerSubscriber: Int(try r.int(m, "blocks")))))
+                insideRange: range, ports: ports[0]...ports[1], blockSize: size, blocksPerSubscriber: Int(try r.int(m, "blocks")))),
+                sessionLimit: sessions)
         case let k: throw DecodeError(path: "nat.mapping.kind", message: "unknown mapping '\(k)'")
         }
     }

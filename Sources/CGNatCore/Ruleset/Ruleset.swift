@@ -15,6 +15,7 @@ public struct Ruleset: Equatable, Sendable {
         public static let packetMark = "packet mark from the connection"
         public static let established = "replies and related"
         public static let unsolicited = "unsolicited IPv4 from the uplink"
+        public static let sessionLimit = "session limit per subscriber"
         /// One rule on the netns backend (`from` nil); one per ingress VRF on the VRF backend.
         public static func interDomain(from vrf: String?) -> String {
             "IPv4 between subscriber domains" + (vrf.map { ", from \($0)" } ?? "")
@@ -79,9 +80,18 @@ public struct Ruleset: Equatable, Sendable {
         let unsolicited = routedV4.isEmpty
             ? "iifname \(quote(devices.uplinkForwardInput)) meta nfproto ipv4 counter drop"
             : "iifname \(quote(devices.uplinkForwardInput)) ip daddr != { \(routedV4.joined(separator: ", ")) } counter drop"
+        // RFC 6888 REQ-4: a subscriber (domain mark . inside address) opens at most this many
+        // IPv4 sessions at once; conntrack counts them (nf_conncount), the extra ones are dropped.
+        var sessionRules = ""
+        var sessionSet = ""
+        if let limit = nat.sessionLimit {
+            sessionSet = "\tset subscriber_sessions {\n\t\ttype mark . ipv4_addr\n\t\tsize 1048576\n\t\tflags dynamic\n\t}\n"
+            sessionRules = "\n\t\tct state new ct mark { \(marks) } ip saddr \(nat.inside) add @subscriber_sessions { ct mark . ip saddr ct count over \(limit) } counter drop comment \(quote(Comment.sessionLimit))"
+        }
         var lines: [String] = []
         lines.append("# cgnat ruleset for lab \(lab.name): IPv4 from subscriber domains is translated once, on \(devices.uplinkEgress).")
         lines.append("table inet \(Ruleset.tableName) {")
+        if !sessionSet.isEmpty { lines.append(String(sessionSet.dropLast())) }
         lines.append("""
             \tchain pre_raw {
             \t\ttype filter hook prerouting priority raw; policy accept;
@@ -107,7 +117,7 @@ public struct Ruleset: Equatable, Sendable {
             \t\t\(unsolicited) comment \(quote(Comment.unsolicited))
             \t\t# Subscriber domains share addresses with each other and with the NAT address: IPv4
             \t\t# between them would be answered to the wrong host, so it is refused.
-            """ + interDomain.map { "\n\t\t" + $0 }.joined() + "\n\t}")
+            """ + interDomain.map { "\n\t\t" + $0 }.joined() + sessionRules + "\n\t}")
         lines.append("""
             \t# A nat chain per family that uses zones must exist, or clashing reply tuples are dropped.
             \tchain dstnat {

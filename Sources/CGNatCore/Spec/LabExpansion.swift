@@ -215,8 +215,13 @@ private struct Expanding {
             }
             mapping = .portBlocks(blocks)
         }
+        var sessions: Int?
+        if let k = n.sessions {
+            if (1...1_000_000).contains(k.value) { sessions = k.value }
+            else { report(k.at, "a session limit of \(k.value)", "write 1 to 1000000 sessions per subscriber, or leave it out for no limit") }
+        }
         guard let inside, !pool.isEmpty else { return nil }
-        return NATPolicy(inside: inside, pool: pool, mapping: mapping)
+        return NATPolicy(inside: inside, pool: pool, mapping: mapping, sessionLimit: sessions)
     }
 
     // MARK: Domains

@@ -34,6 +34,7 @@ public struct NATSpec: Equatable, Sendable {
     public var pool: [Placed<String>]?
     public var mapping: Placed<String>?
     public var portBlocks: PortBlocksSpec?
+    public var sessions: Placed<Int>?
     public var at: SpecPlace
 }
 
