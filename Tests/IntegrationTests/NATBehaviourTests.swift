@@ -9,8 +9,8 @@ import Netlink
 struct NATBehaviourTests {
     /// Brings up `lab`, adds a second public address on the uplink's loopback (RFC 5780 needs
     /// an alternate address) and runs a STUN server on both; everything goes with the lab.
-    func withSTUN<T>(_ lab: Lab, _ body: (_ server: IPAddress) throws -> T) throws -> T {
-        _ = try LabControl.up(lab, backend: .netns)
+    func withSTUN<T>(_ lab: Lab, backend: Backend = .netns, _ body: (_ server: IPAddress) throws -> T) throws -> T {
+        _ = try LabControl.up(lab, backend: backend)
         defer { _ = try? Teardown.down(lab: lab.name) }   // ends the server too: it runs inside
         let uplink = try #require(lab.uplinkHost)
         let primary = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }).address
@@ -44,8 +44,18 @@ struct NATBehaviourTests {
     }
 
     @Test func everySubscriberSeesEndpointIndependentMappingAlsoWhenTheyCollide() throws {
-        let lab = Lab.seed(name: testLabName("eim"))
-        try withSTUN(lab) { server in
+        try endpointIndependentMapping(backend: .netns)
+    }
+
+    /// The same on the VRF backend (the VM run of scripts/test has the kernel for it).
+    @Test(.enabled(if: kernelHasVRF, "this kernel has no VRF driver (the VM run covers it)"))
+    func endpointIndependentMappingOnVRFs() throws {
+        try endpointIndependentMapping(backend: .vrf)
+    }
+
+    func endpointIndependentMapping(backend: Backend) throws {
+        let lab = Lab.seed(name: testLabName(backend == .vrf ? "eimv" : "eim"))
+        try withSTUN(lab, backend: backend) { server in
             let subscribers = lab.hosts.filter { if case .domain = $0.attachment { return true }; return false }
             for h in subscribers {
                 let d = try discover(lab, h, server: server, port: 41000)
