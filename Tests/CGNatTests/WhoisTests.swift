@@ -28,3 +28,23 @@ import NetAddress
         #expect(try Whois.parseTarget("198.51.100.1:2040") == (IPAddress("198.51.100.1")!, 2040))
     }
 }
+
+@Suite struct NATUsageTests {
+    @Test func perSubscriberSessionsPortsAndThePool() throws {
+        let lab = Lab.seed()
+        let policy = try #require(lab.portBlockPolicy)
+        let blue = try #require(policy.allocation(domainID: 1, inside: IPAddress("100.64.0.1")!))
+        var mappings: [NATUsage.Mapping] = []
+        // blue_c1: 950 ports of its 1008 in use (two sessions share one ICMP id); red_c1: one.
+        for p in 0..<950 { mappings.append(.init(domainID: 1, inside: IPAddress("100.64.0.1")!, publicAddress: blue.publicAddress, publicPort: blue.ports.lowerBound + UInt16(p))) }
+        mappings.append(.init(domainID: 1, inside: IPAddress("100.64.0.1")!, publicAddress: blue.publicAddress, publicPort: blue.ports.lowerBound))
+        mappings.append(.init(domainID: 2, inside: IPAddress("100.64.0.1")!, publicAddress: blue.publicAddress, publicPort: 34300))
+        let u = NATUsage(lab: lab, mappings: mappings)
+        #expect(u.subscribers.count == 2 && u.portsInUse == 951 && u.poolPorts == 64512)
+        #expect(u.subscribers[0].host == "blue_c1" && u.subscribers[0].sessions == 951 && u.subscribers[0].portsInUse == 950)
+        let text = u.text()
+        #expect(text.contains("blue_c1 (blue 100.64.0.1): 951 sessions, 950 ports of 100.64.0.1 2032-3039 (94.2%)  NEAR EXHAUSTION"))
+        #expect(text.contains("red_c1 (red 100.64.0.1): 1 session, 1 port of 100.64.0.1 34288-35295 (0.1%)\n"))
+        #expect(text.contains("pool: 951 of 64512 public ports in use (1.5%), 2 subscribers with sessions"))
+    }
+}

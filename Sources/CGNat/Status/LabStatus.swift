@@ -42,6 +42,8 @@ public enum LabStatus {
         public var origin: String? = nil
         /// Router contexts holding a trace table no running trace owns.
         public var leftoverTrace: [String] = []
+        /// Sessions and public ports per subscriber, when the router's context was read.
+        public var nat: NATUsage? = nil
 
         public init(lab: String, backend: Backend, contexts: [ContextStatus], origin: String? = nil, leftoverTrace: [String] = []) {
             self.lab = lab; self.backend = backend; self.contexts = contexts
@@ -109,8 +111,16 @@ public enum LabStatus {
             }
             out.append(s)
         }
-        return Report(lab: lab.name, backend: backend, contexts: out, origin: lab.origin,
-                      leftoverTrace: TraceSession.leftoverTables(running))
+        var report = Report(lab: lab.name, backend: backend, contexts: out, origin: lab.origin,
+                            leftoverTrace: TraceSession.leftoverTables(running))
+        if let router = out.first(where: { $0.context.kind == .router }) {
+            report.nat = NATUsage(lab: lab, mappings: router.conntrack.compactMap { e in
+                guard e.family == .v4, e.status & ConntrackEntry.statusSourceNAT != 0 else { return nil }
+                return NATUsage.Mapping(domainID: e.mark, inside: e.original.source, publicAddress: e.reply.destination,
+                                        publicPort: e.reply.protocolNumber == 1 ? e.reply.icmpID : e.reply.destinationPort)
+            })
+        }
+        return report
     }
 
     static func describe(_ r: Route, names: [Int32: String]) -> String {

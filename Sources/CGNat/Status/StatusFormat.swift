@@ -8,7 +8,7 @@ public enum StatusFormat {
         if !full && r.contexts.count > 1 && lab.isSummarised { return summary(r, lab: lab) }
         var out = "lab \(r.lab): up, \(r.backend.rawValue) backend, \(from(r))\n" + warnings(r)
         for c in r.contexts { out += context(c, collapsePorts: false) }
-        return out
+        return out + (r.nat?.text() ?? "")
     }
 
     static func from(_ r: LabStatus.Report) -> String { "from \(r.origin ?? "the built-in default lab")" }
@@ -130,7 +130,7 @@ public enum StatusFormat {
             for p in problems.prefix(20) { out += "    \(p)\n" }
             if problems.count > 20 { out += "    and \(problems.count - 20) more (cgnat status --json lists everything)\n" }
         }
-        return out
+        return out + (r.nat?.text() ?? "")
     }
 
     public static func json(_ r: LabStatus.Report) -> JSON {
@@ -139,6 +139,7 @@ public enum StatusFormat {
             ("backend", .string(r.backend.rawValue)),
             ("origin", JSON(r.origin)),
             ("leftover_trace_tables", .array(r.leftoverTrace.map { .string($0) })),
+            ("nat", r.nat?.json ?? .null),
             ("contexts", .array(r.contexts.map { c in
                 var fields: [(String, JSON)] = [
                     ("name", .string(c.context.name)),
