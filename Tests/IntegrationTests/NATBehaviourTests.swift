@@ -226,6 +226,36 @@ struct SessionLimitTests {
     }
 }
 
+/// BCP 38: a subscriber sending from an address its domain does not own is dropped at the
+/// router's ingress, counted by its domain's rule, and nothing reaches the uplink.
+@Suite(.serialized, .enabled(if: isRoot))
+struct AntiSpoofTests {
+    @Test func spoofedSourcesAreDroppedAtIngress() throws {
+        try withLab(testLabName("spoof")) { lab in
+            let uplink = try #require(lab.uplinkHost)
+            let server4 = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }).address
+            let server6 = try #require(uplink.addresses.first { $0.family == .v6 }).address
+            let h = try #require(lab.hosts.first { if case .domain = $0.attachment { return true }; return false })
+            guard case .domain(let dn) = h.attachment else { return }
+            let ns = lab.namespaceName(h.name)
+            // Addresses nobody in the lab owns: TEST-NET-2 and an IPv6 documentation prefix.
+            for a in ["198.18.0.1/32", "2001:db8:dead::1/128"] {
+                #expect(try runCommand(["ip", "netns", "exec", ns, "ip", "addr", "add", a, "dev", h.interface, "nodad"]).status == 0)
+            }
+            let p4 = try runCommand(["ip", "netns", "exec", ns, "ping", "-c2", "-i0.2", "-W1", "-I", "198.18.0.1", "\(server4)"])
+            let p6 = try runCommand(["ip", "netns", "exec", ns, "ping", "-6", "-c2", "-i0.2", "-W1", "-I", "2001:db8:dead::1", "\(server6)"])
+            #expect(p4.status != 0 && p6.status != 0, "a spoofed ping got an answer: \(p4.output) \(p6.output)")
+            let rules = try runCommand(["ip", "netns", "exec", lab.namespaceName(lab.router.name), "nft", "list", "chain", "inet", Ruleset.tableName, "pre_raw"])
+            for f in [IPFamily.v4, .v6] {
+                let line = rules.output.split(separator: "\n").first { $0.contains(Ruleset.Comment.spoofed(f, from: dn)) }.map(String.init) ?? ""
+                #expect(line.contains("counter packets 2 ") || line.contains("counter packets 3 "), "\(f): \(line)")
+            }
+            // The subscriber's own addresses still work.
+            #expect(try runCommand(["ip", "netns", "exec", ns, "ping", "-c1", "-W2", "\(server4)"]).status == 0)
+        }
+    }
+}
+
 let natDiscoveryInstalled = FileManager.default.isExecutableFile(atPath: "/usr/bin/turnutils_natdiscovery")
 
 struct ShellResult { var status: Int32; var output: String }

@@ -108,6 +108,16 @@ public final class LabRecord {
         guard rename(tmp, final) == 0 else { unlink(tmp); throw SystemError("rename \(tmp) to \(final)") }
     }
 
+    /// Removes the stored lab and any half-written copy an `up` killed mid-write left
+    /// (`LAB.lab.PID`; the caller holds the lab's lock, so no `up` is writing one now).
+    public static func removeStoredLab(_ lab: String) {
+        unlink(labPath(lab))
+        let prefix = "\(lab).lab."
+        for f in directoryEntries(directory) where f.hasPrefix(prefix) && Int32(f.dropFirst(prefix.count)) != nil {
+            unlink("\(directory)/\(f)")
+        }
+    }
+
     /// The resolved lab stored by `up`, or nil if there is none (or it cannot be read).
     public static func loadLab(_ name: String) throws -> Lab? {
         guard let text = readSmallFile(labPath(name)) else { return nil }

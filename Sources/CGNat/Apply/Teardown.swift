@@ -44,7 +44,7 @@ public enum Teardown {
         guard let record = LabRecord.load(lab: lab) else {
             // Leftovers of an `up` killed before its record existed, or of a `down` killed after
             // removing it.
-            unlink(LabRecord.labPath(lab))
+            LabRecord.removeStoredLab(lab)
             unlink(marker)
             report.notUp = true
             return report
@@ -114,7 +114,7 @@ public enum Teardown {
         done()
         LabRecord.remove(lab: lab)
         done()
-        unlink(LabRecord.labPath(lab))
+        LabRecord.removeStoredLab(lab)
         unlink(marker)
         return report
     }

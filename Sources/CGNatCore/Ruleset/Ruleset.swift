@@ -16,6 +16,10 @@ public struct Ruleset: Equatable, Sendable {
         public static let established = "replies and related"
         public static let unsolicited = "unsolicited IPv4 from the uplink"
         public static let sessionLimit = "session limit per subscriber"
+        /// One per domain and family: a source the domain does not own (BCP 38).
+        public static func spoofed(_ family: IPFamily, from domain: String) -> String {
+            "spoofed \(family == .v4 ? "IPv4" : "IPv6") source from \(domain)"
+        }
         /// One rule on the netns backend (`from` nil); one per ingress VRF on the VRF backend.
         public static func interDomain(from vrf: String?) -> String {
             "IPv4 between subscriber domains" + (vrf.map { ", from \($0)" } ?? "")
@@ -88,6 +92,20 @@ public struct Ruleset: Equatable, Sendable {
             sessionSet = "\tset subscriber_sessions {\n\t\ttype mark . ipv4_addr\n\t\tsize 1048576\n\t\tflags dynamic\n\t}\n"
             sessionRules = "\n\t\tct state new ct mark { \(marks) } ip saddr \(nat.inside) add @subscriber_sessions { ct mark . ip saddr ct count over \(limit) } counter drop comment \(quote(Comment.sessionLimit))"
         }
+        // BCP 38: a domain sends only from what it owns (the shared inside space, its own subnets,
+        // its routed prefixes; for IPv6 also link-local and the unspecified address of DAD).
+        // Dropped before conntrack, so a spoofed flood never fills the table, and never leaves
+        // untranslated with someone else's address.
+        var antiSpoof: [String] = []
+        for (d, device) in devices.subscriberIngress {
+            func owned(_ f: IPFamily) -> [String] {
+                var out: [String] = f == .v4 ? [nat.inside.network.description] : ["fe80::/10", "::/128"]
+                for p in d.addresses.map(\.network) + d.routed where p.family == f && !out.contains(p.description) { out.append(p.description) }
+                return out
+            }
+            antiSpoof.append("iifname \(quote(device)) ip saddr != { \(owned(.v4).joined(separator: ", ")) } counter drop comment \(quote(Comment.spoofed(.v4, from: d.name)))")
+            antiSpoof.append("iifname \(quote(device)) ip6 saddr != { \(owned(.v6).joined(separator: ", ")) } counter drop comment \(quote(Comment.spoofed(.v6, from: d.name)))")
+        }
         var lines: [String] = []
         lines.append("# cgnat ruleset for lab \(lab.name): IPv4 from subscriber domains is translated once, on \(devices.uplinkEgress).")
         lines.append("table inet \(Ruleset.tableName) {")
@@ -95,6 +113,7 @@ public struct Ruleset: Equatable, Sendable {
         lines.append("""
             \tchain pre_raw {
             \t\ttype filter hook prerouting priority raw; policy accept;
+            """ + antiSpoof.map { "\n\t\t" + $0 }.joined() + "\n" + """
             \t\t# Subscribers share \(nat.inside): keep their flows apart with conntrack zones, set for
             \t\t# the ORIGINAL direction only, so replies arriving upstream (zone 0) still find them.
             \t\tct original zone set iifname map { \(ingressMap) } comment \(quote(Comment.zones))
