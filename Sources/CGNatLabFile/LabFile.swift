@@ -27,7 +27,13 @@ public enum LabFile {
                 return .failure(Diagnostic(path: "", position: Position(line: 1, column: 1), message: "the file holds no YAML document",
                                            hint: "start from labs/seed.yaml"))
             }
-            return .success(convert(n))
+            var budget = maxNodes
+            guard let tree = convert(n, budget: &budget) else {
+                return .failure(Diagnostic(path: "", position: Position(line: 1, column: 1),
+                                           message: "the document has more than \(maxNodes) nodes once its aliases are expanded (an alias bomb?)",
+                                           hint: "write the lab without nested aliases; templates (count:) generate many hosts from a few lines"))
+            }
+            return .success(tree)
         } catch let e as YamlError {
             return .failure(syntax(e))
         } catch {
@@ -35,7 +41,13 @@ public enum LabFile {
         }
     }
 
-    static func convert(_ n: Node) -> SpecNode {
+    /// A thousand hosts written out in full are about 20,000 nodes (templates need far fewer);
+    /// aliases that expand past a million are refused before they exhaust memory.
+    static let maxNodes = 1_000_000
+
+    static func convert(_ n: Node, budget: inout Int) -> SpecNode? {
+        budget -= 1
+        guard budget >= 0 else { return nil }
         let pos = n.mark.map { Position(line: $0.line, column: $0.column) }
         switch n {
         case .scalar(let s):
@@ -49,13 +61,21 @@ public enum LabFile {
             }
             return .scalar(s.string, kind, pos)
         case .mapping(let m):
-            return .mapping(m.map { pair in
+            var pairs: [(key: String, keyPosition: Position?, value: SpecNode)] = []
+            for pair in m {
                 let key: String
                 if case .scalar(let k) = pair.key { key = k.string } else { key = "<\(SpecNode.kindNameOf(pair.key))>" }
-                return (key: key, keyPosition: pair.key.mark.map { Position(line: $0.line, column: $0.column) }, value: convert(pair.value))
-            }, pos)
+                guard let v = convert(pair.value, budget: &budget) else { return nil }
+                pairs.append((key: key, keyPosition: pair.key.mark.map { Position(line: $0.line, column: $0.column) }, value: v))
+            }
+            return .mapping(pairs, pos)
         case .sequence(let items):
-            return .sequence(items.map(convert), pos)
+            var out: [SpecNode] = []
+            for i in items {
+                guard let v = convert(i, budget: &budget) else { return nil }
+                out.append(v)
+            }
+            return .sequence(out, pos)
         }
     }
 

@@ -27,6 +27,11 @@ struct WhoisCommand: ParsableCommand {
                 guard let one = Whois.Proto(rawValue: p) else { throw UsageError("--proto takes udp, tcp or icmp, not '\(p)'") }
                 protos = [one]
             }
+            // An answer about someone else's lab would be confidently wrong: a lab named with --lab
+            // must be up (its stored model is the policy in force), else give its FILE.
+            if file == nil, let named = options.lab, named != Lab.defaultName, LabRecord.load(lab: named)?.complete != true {
+                throw UsageError("lab '\(named)' is not up, so its policy is not known here: give its lab FILE (cgnat whois \(target) FILE), or bring it up")
+            }
             let lab = try LabSource.forRendering(file: file, labOption: options.lab)
             let answer = try Whois.lookup(lab, address: address, port: port)
             var live: [WhoisLive.Flow]?

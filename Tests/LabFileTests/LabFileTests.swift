@@ -190,6 +190,12 @@ func problems(_ name: String) throws -> [String] {
         ])
     }
 
+    @Test func aliasBombIsRefused() throws {
+        #expect(try problems("alias-bomb.yaml") == [
+            "alias-bomb.yaml:1:1: (document): the document has more than 1000000 nodes once its aliases are expanded (an alias bomb?); write the lab without nested aliases; templates (count:) generate many hosts from a few lines",
+        ])
+    }
+
     @Test func yamlSyntaxError() throws {
         #expect(try problems("syntax.yaml") == [
             "syntax.yaml:4:10: (document): YAML syntax: mapping values are not allowed in this context; fix the YAML at this position (indentation, a missing ':' or quote)",

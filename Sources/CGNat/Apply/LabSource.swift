@@ -67,6 +67,10 @@ public enum LabSource {
         let name = labOption ?? Lab.defaultName
         try LabName.validate(name)
         if LabRecord.load(lab: name) != nil, let stored = try? LabRecord.loadLab(name), stored.name == name { return stored }
+        if labOption != nil && name != Lab.defaultName {
+            // Say so: a user who named a lab that is not up gets the default lab under that name.
+            fputs("cgnat: lab '\(name)' is not up: showing the built-in default lab under that name (give a FILE for another lab)\n", stderr)
+        }
         return `default`(name: name)
     }
 
