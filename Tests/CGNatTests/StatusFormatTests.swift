@@ -55,6 +55,17 @@ import CGNat
     }
 
     /// A host whose link is down and one that lacks an address are counted and named.
+    @Test func aNearlyFullConntrackTableIsFlagged() {
+        let lab = Lab.seed()
+        var r = Self.report(lab)
+        let i = r.contexts.firstIndex { $0.context.kind == .router }!
+        r.contexts[i].table = (count: 1000, max: 262144)
+        #expect(!StatusFormat.text(r, lab: lab).contains("warning: the conntrack table"))
+        #expect(StatusFormat.text(r, lab: lab).contains("conntrack: 0 entries (table 1000 of 262144)"))
+        r.contexts[i].table = (count: 230000, max: 262144)
+        #expect(StatusFormat.text(r, lab: lab).contains("warning: the conntrack table of main is 87% full (230000 of 262144)"))
+    }
+
     @Test func shortfallsAreNamed() {
         var r = StatusFormatTests.report(lab)
         let i = r.contexts.firstIndex { $0.context.name == "d03_c017" }!

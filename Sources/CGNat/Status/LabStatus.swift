@@ -25,6 +25,8 @@ public enum LabStatus {
         public var rules: [String]
         public var conntrack: [ConntrackEntry]
         public var showsConntrack: Bool
+        /// nf_conntrack_count and nf_conntrack_max of the namespace (the router's).
+        public var table: (count: Int, max: Int)? = nil
 
         public init(context: Context, interfaces: [Interface], routes: [String] = [], rules: [String] = [],
                     conntrack: [ConntrackEntry] = [], showsConntrack: Bool = false) {
@@ -106,8 +108,14 @@ public enum LabStatus {
                     }
                 }
                 let ct = showsConntrack ? try ConntrackSocket().dump() : []
-                return ContextStatus(context: ctx, interfaces: interfaces, routes: routes, rules: rules,
-                                     conntrack: ct, showsConntrack: showsConntrack)
+                var status = ContextStatus(context: ctx, interfaces: interfaces, routes: routes, rules: rules,
+                                           conntrack: ct, showsConntrack: showsConntrack)
+                // /proc/sys/net follows the thread's namespace: these are the router's own.
+                if showsConntrack, let c = readSmallFile("/proc/sys/net/netfilter/nf_conntrack_count").flatMap({ Int($0.filter(\.isNumber)) }),
+                   let m = readSmallFile("/proc/sys/net/netfilter/nf_conntrack_max").flatMap({ Int($0.filter(\.isNumber)) }) {
+                    status.table = (c, m)
+                }
+                return status
             }
             out.append(s)
         }

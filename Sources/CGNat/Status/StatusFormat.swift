@@ -14,7 +14,12 @@ public enum StatusFormat {
     static func from(_ r: LabStatus.Report) -> String { "from \(r.origin ?? "the built-in default lab")" }
 
     static func warnings(_ r: LabStatus.Report) -> String {
-        r.leftoverTrace.map { "warning: \($0) holds a table inet \(TraceTable.name) left by a killed trace (the next trace or down removes it)\n" }.joined()
+        var out = r.leftoverTrace.map { "warning: \($0) holds a table inet \(TraceTable.name) left by a killed trace (the next trace or down removes it)\n" }.joined()
+        for c in r.contexts {
+            guard let t = c.table, t.max > 0, t.count * 5 >= t.max * 4 else { continue }
+            out += "warning: the conntrack table of \(c.context.name) is \(t.count * 100 / t.max)% full (\(t.count) of \(t.max)); new flows are dropped or evict unreplied ones when it is full, and nf_conntrack_max cannot be raised from inside a namespace\n"
+        }
+        return out
     }
 
     static func context(_ c: LabStatus.ContextStatus, collapsePorts: Bool) -> String {
@@ -45,7 +50,7 @@ public enum StatusFormat {
         for rt in c.routes { out += "  route \(rt)\n" }
         for rule in c.rules { out += "  rule \(rule)\n" }
         if c.showsConntrack {
-            out += "  conntrack: \(c.conntrack.count) entr\(c.conntrack.count == 1 ? "y" : "ies")\n"
+            out += "  conntrack: \(c.conntrack.count) entr\(c.conntrack.count == 1 ? "y" : "ies")" + (c.table.map { " (table \($0.count) of \($0.max))" } ?? "") + "\n"
             for e in c.conntrack.prefix(20) { out += "    \(LabStatus.describe(e))\n" }
         }
         return out
