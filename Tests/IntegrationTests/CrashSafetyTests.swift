@@ -210,6 +210,24 @@ struct CrashSafetyTests {
     }
 
     /// `down` ends a running check and a running events stream: they exit non-zero and say why.
+    /// A record that is not cgnat's (here: random bytes) proves nothing: `down` refuses, keeps it,
+    /// names the namespaces it sees, and touches none of them.
+    @Test func downRefusesAnUnreadableRecord() throws {
+        let name = "cgt-life-bad\(getpid() % 10000)"
+        defer { _ = try? cgnat(["down", "--lab", name]) }
+        #expect(try cgnat(["up", "--lab", name, "--backend", "netns"]).status == 0)
+        let path = LabRecord.path(name)
+        let good = try #require(FileManager.default.contents(atPath: path))
+        let before = namespaces(withPrefix: name)
+        try Data((0..<200).map { _ in UInt8.random(in: 0...255) }.filter { $0 != UInt8(ascii: "c") }).write(to: URL(fileURLWithPath: path))
+        let down = try cgnat(["down", "--lab", name])
+        #expect(down.status == 1 && down.stderr.contains("is unreadable") && down.stderr.contains("\(name)-main"), "\(down.stderr)")
+        #expect(namespaces(withPrefix: name) == before && FileManager.default.fileExists(atPath: path))
+        try good.write(to: URL(fileURLWithPath: path))
+        #expect(try cgnat(["down", "--lab", name]).status == 0)
+        #expect(leftovers(of: name).isEmpty)
+    }
+
     @Test func downStopsCheckAndEvents() throws {
         let name = "cgt-life-stop\(getpid() % 10000)"
         defer { _ = try? cgnat(["down", "--lab", name]) }

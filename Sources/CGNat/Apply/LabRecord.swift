@@ -49,14 +49,21 @@ public final class LabRecord {
                 && a.cgroups == b.cgroups && a.processes == b.processes && a.tmuxSockets == b.tmuxSockets && a.files == b.files
         }
 
+        /// The record starts with `cgnat-lab 1`: else it is not ours, or damaged.
+        public var hasHeader = false
+        /// Nothing at all was written (an `up` killed between creating the record and its first line).
+        public var isBlank = true
+
         public init() {}
 
         /// Parses a record; unknown lines are ignored so newer records stay readable.
         public init(parsing text: String) {
+            isBlank = text.allSatisfy(\.isWhitespace)
             for line in text.split(separator: "\n") {
                 let f = line.split(separator: " ").map(String.init)
                 guard let key = f.first else { continue }
                 switch key {
+                case "cgnat-lab": hasHeader = true
                 case "backend": backend = f.count > 1 ? Backend(rawValue: f[1]) : nil
                 case "pid": pid = f.count > 1 ? Int32(f[1]) : nil
                 case "pending": if f.count > 1, !pending.contains(f[1]) { pending.append(f[1]) }

@@ -49,6 +49,12 @@ public enum Teardown {
             report.notUp = true
             return report
         }
+        // A record that is not cgnat's (or damaged) proves nothing: keep it and touch nothing,
+        // rather than report a lab down whose namespaces are still there.
+        guard record.hasHeader || record.isBlank else {
+            let left = NetNamespace.names().filter { $0.hasPrefix(lab + "-") }
+            throw UsageError("the record \(LabRecord.path(lab)) of lab '\(lab)' is unreadable (no 'cgnat-lab 1' line: damaged, or not written by cgnat); left it and everything alone" + (left.isEmpty ? "" : "; namespaces named \(lab)-*: \(left.prefix(10).joined(separator: ", "))\(left.count > 10 ? " and \(left.count - 10) more" : "")") + ". Check them (ip netns identify, ip netns pids), remove what is the lab's with `ip netns del`, then the record")
+        }
         // Commands that get our SIGTERM see this file and say "lab X went down".
         let m = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
         if m >= 0 { close(m) }
