@@ -10,7 +10,10 @@ public enum LabControl {
 
     public static func requireRoot(_ what: String) throws {
         guard geteuid() == 0 else {
-            throw UsageError("\(what) needs root (it creates network namespaces and changes them over netlink): run it with sudo")
+            let why = what.hasSuffix(" up") || what.hasSuffix(" down")
+                ? "it creates or removes network namespaces and configures them over netlink"
+                : "it enters the lab's network namespaces"
+            throw UsageError("\(what) needs root (\(why)): run it with sudo")
         }
     }
 
