@@ -18,6 +18,15 @@ struct LabFileLabsTests {
         return path
     }
 
+    /// `up FILE`, then `check --json` of it: the rows, with both commands' success expected.
+    func upAndCheck(_ file: String, _ name: String, mustPass: Bool = true) throws -> [[String: Any]] {
+        let up = try cgnat(["up", file, "--backend", "netns"])
+        #expect(up.status == 0, "\(up.stderr)")
+        let check = try cgnat(["check", "--lab", name, "--json"])
+        #expect(check.status == (mustPass ? 0 : 1), "\(check.stdout.suffix(2000))")
+        return try rows(check.stdout)
+    }
+
     func rows(_ json: String) throws -> [[String: Any]] {
         let o = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
         return try #require(o?["rows"] as? [[String: Any]])
@@ -27,11 +36,7 @@ struct LabFileLabsTests {
         let name = testLabName("metro")
         let file = try copy("metro.yaml", as: name)
         defer { _ = try? cgnat(["down", "--lab", name]); unlink(file) }
-        let up = try cgnat(["up", file, "--backend", "netns"])
-        #expect(up.status == 0, "\(up.stderr)")
-        let check = try cgnat(["check", "--lab", name, "--json"])
-        #expect(check.status == 0, "\(check.stdout.suffix(2000))")
-        let expectations = try rows(check.stdout).filter { $0["kind"] as? String == "expectation" }
+        let expectations = try upAndCheck(file, name).filter { $0["kind"] as? String == "expectation" }
         #expect(expectations.count == 4 && expectations.allSatisfy { $0["passed"] as? Bool == true }, "\(expectations)")
         // Every command by lab name, without the file.
         let status = try cgnat(["status", "--lab", name])
@@ -42,11 +47,9 @@ struct LabFileLabsTests {
         #expect(graph.status == 0 && graph.stdout.contains("cgn (router)") && graph.stdout.contains("m04"))
         let render = try cgnat(["render", "--lab", name])
         #expect(render.status == 0 && render.stdout.contains("\(name)-home1"))
-        let lab = try LabRecord.loadLab(name).flatMap { $0 }
-        let policy = try #require(lab?.portBlockPolicy)
-        let home = try #require(lab?.domain(named: "home"))
-        let home1 = try #require(lab?.hosts.first { $0.name == "home1" }?.addresses.first { $0.family == .v4 }?.address)
-        let block = try #require(policy.allocation(domainID: home.id, inside: home1))
+        let lab = try #require(try LabRecord.loadLab(name))
+        let home1 = try #require(lab.hosts.first { $0.name == "home1" })
+        let block = try #require(lab.portBlock(of: home1))
         let whois = try cgnat(["whois", "--lab", name, "\(block.publicAddress):\(block.ports.lowerBound + 3)"])
         #expect(whois.status == 0 && whois.stdout.contains("domain home") && whois.stdout.contains("host home1"), "\(whois.stdout)")
         let down = try cgnat(["down", "--lab", name])
@@ -59,10 +62,7 @@ struct LabFileLabsTests {
         let name = testLabName("metrox")
         let file = try copy("metro.yaml", as: name, extra: "  - {from: home1, to: 203.0.113.10, proto: udp, expect: blocked}\n")
         defer { _ = try? cgnat(["down", "--lab", name]); unlink(file) }
-        #expect(try cgnat(["up", file, "--backend", "netns"]).status == 0)
-        let check = try cgnat(["check", "--lab", name, "--json"])
-        #expect(check.status == 1)
-        let failed = try rows(check.stdout).filter { $0["passed"] as? Bool == false }
+        let failed = try upAndCheck(file, name, mustPass: false).filter { $0["passed"] as? Bool == false }
         #expect(failed.count == 1 && failed[0]["kind"] as? String == "expectation"
                 && (failed[0]["destination"] as? String) == "203.0.113.10", "\(failed)")
     }
@@ -73,11 +73,7 @@ struct LabFileLabsTests {
         let name = testLabName("pool")
         let file = try copy("cgn-pool.yaml", as: name)
         defer { _ = try? cgnat(["down", "--lab", name]); unlink(file) }
-        let up = try cgnat(["up", file, "--backend", "netns"])
-        #expect(up.status == 0, "\(up.stderr)")
-        let check = try cgnat(["check", "--lab", name, "--json"])
-        #expect(check.status == 0, "\(check.stdout.suffix(2000))")
-        let expectations = try rows(check.stdout).filter { $0["kind"] as? String == "expectation" }
+        let expectations = try upAndCheck(file, name).filter { $0["kind"] as? String == "expectation" }
         #expect(Set(expectations.compactMap { $0["observed_source"] as? String }) == ["198.51.100.0", "198.51.100.8"])
         #expect(try cgnat(["down", "--lab", name]).status == 0)
         #expect(leftovers(of: name).isEmpty)

@@ -63,8 +63,7 @@ struct NATBehaviourTests {
                 #expect(d.reflexive.count == 1, "\(h.name) got \(d.reflexive)")
             }
             // The collision: two subscribers with the same inside address and port, at once.
-            let byAddress = Dictionary(grouping: subscribers) { $0.addresses.first { $0.family == .v4 }!.address }
-            let pair = try #require(byAddress.values.first { $0.count >= 2 })
+            let pair = try #require(sharedAddressPair(lab))
             var results: [Discovery?] = [nil, nil]
             let group = DispatchGroup()
             for i in 0..<2 {
@@ -80,10 +79,8 @@ struct NATBehaviourTests {
             #expect(b.behaviour == "NAT with Endpoint Independent Mapping!", "\(pair[1].name): \(b.text)")
             #expect(a.reflexive.count == 1 && b.reflexive.count == 1 && a.reflexive != b.reflexive)
             // Each mapping lies in its own subscriber's block.
-            let policy = try #require(lab.portBlockPolicy)
             for (h, d) in [(pair[0], a), (pair[1], b)] {
-                let domain = try #require(lab.domain(named: { if case .domain(let n) = h.attachment { return n }; return "" }()))
-                let block = try #require(policy.allocation(domainID: domain.id, inside: h.addresses[0].address))
+                let block = try #require(lab.portBlock(of: h))
                 let port = try #require(d.reflexive.first.flatMap { UInt16($0.split(separator: ":").last!) })
                 #expect(block.ports.contains(port), "\(h.name): \(port) outside \(block)")
             }
@@ -130,36 +127,22 @@ struct PortExhaustionTests {
     @Test func aSubscriberAtItsLimitTakesNothingFromAnother() throws {
         var lab = Lab.seed(name: testLabName("exh"))
         lab.router.nat.mapping = .portBlocks(.init(insideRange: IPPrefix("100.64.0.0/27")!, blockSize: 64))
-        let policy = try #require(lab.portBlockPolicy)
         let uplink = try #require(lab.uplinkHost)
         let server = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }).address
-        let subscribers = lab.hosts.filter { if case .domain = $0.attachment { return true }; return false }
-        let byAddress = Dictionary(grouping: subscribers) { $0.addresses.first { $0.family == .v4 }!.address }
-        let pair = try #require(byAddress.values.first { $0.count >= 2 })
-        func block(_ h: CGNatCore.Host) throws -> PortBlockPolicy.Allocation {
-            guard case .domain(let dn) = h.attachment, let d = lab.domain(named: dn) else { throw UsageError("no domain") }
-            return try #require(policy.allocation(domainID: d.id, inside: h.addresses[0].address))
-        }
+        let pair = try #require(sharedAddressPair(lab))
         try withLab(lab) { lab in
-            let rx = Process()
-            rx.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            rx.arguments = ["ip", "netns", "exec", lab.namespaceName(uplink.name), "python3", "-c", Self.receiver, "\(server)", "3"]
-            let out = Pipe()
-            rx.standardOutput = out
-            try rx.run()
-            usleep(300_000)
             // 80 flows against a 64-port block, then 20 from the other subscriber of the same address.
-            let hog = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[0].name), "python3", "-c", Self.sender, "hog", "80", "30000", "\(server)"])
-            let other = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[1].name), "python3", "-c", Self.sender, "other", "20", "30000", "\(server)"])
-            #expect(hog.status == 0 && other.status == 0, "\(hog.output) \(other.output)")
-            rx.waitUntilExit()
-            let lines = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+            let lines = try withReceiver(lab, Self.receiver, ["\(server)", "3"]) {
+                let hog = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[0].name), "python3", "-c", Self.sender, "hog", "80", "30000", "\(server)"])
+                let other = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[1].name), "python3", "-c", Self.sender, "other", "20", "30000", "\(server)"])
+                #expect(hog.status == 0 && other.status == 0, "\(hog.output) \(other.output)")
+            }
             func seen(_ tag: String) -> (count: Int, low: Int, high: Int)? {
                 guard let l = lines.first(where: { $0.hasPrefix(tag + " ") }) else { return nil }
                 let f = l.split(separator: " ").compactMap { Int($0) }
                 return f.count == 3 ? (f[0], f[1], f[2]) : nil
             }
-            let a = try block(pair[0]), b = try block(pair[1])
+            let a = try #require(lab.portBlock(of: pair[0])), b = try #require(lab.portBlock(of: pair[1]))
             let hogSeen = try #require(seen("hog"), "\(lines)")
             let otherSeen = try #require(seen("other"), "\(lines)")
             #expect(hogSeen.count == 64 && a.ports.contains(UInt16(hogSeen.low)) && a.ports.contains(UInt16(hogSeen.high)), "\(hogSeen) in \(a)")
@@ -200,24 +183,16 @@ struct SessionLimitTests {
         lab.router.nat.sessionLimit = 10
         let uplink = try #require(lab.uplinkHost)
         let server = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }).address
-        let subscribers = lab.hosts.filter { if case .domain = $0.attachment { return true }; return false }
-        let pair = try #require(Dictionary(grouping: subscribers) { $0.addresses[0].address }.values.first { $0.count >= 2 })
+        let pair = try #require(sharedAddressPair(lab))
         try withLab(lab) { lab in
-            let rx = Process()
-            rx.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            rx.arguments = ["ip", "netns", "exec", lab.namespaceName(uplink.name), "python3", "-c", Self.receiver, "\(server)", "15", "3"]
-            let out = Pipe()
-            rx.standardOutput = out
-            try rx.run()
-            usleep(300_000)
-            let hog = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[0].name), "python3", "-c", Self.sender, "hog", "15", "31000", "\(server)"])
-            let other = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[1].name), "python3", "-c", Self.sender, "other", "5", "31000", "\(server)"])
-            #expect(hog.status == 0 && other.status == 0)
-            rx.waitUntilExit()
-            let seen = Dictionary(uniqueKeysWithValues: String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                .split(separator: "\n").compactMap { l -> (String, Int)? in
-                    let f = l.split(separator: " "); return f.count == 2 ? (String(f[0]), Int(f[1]) ?? 0) : nil
-                })
+            let lines = try withReceiver(lab, Self.receiver, ["\(server)", "15", "3"]) {
+                let hog = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[0].name), "python3", "-c", Self.sender, "hog", "15", "31000", "\(server)"])
+                let other = try runCommand(["ip", "netns", "exec", lab.namespaceName(pair[1].name), "python3", "-c", Self.sender, "other", "5", "31000", "\(server)"])
+                #expect(hog.status == 0 && other.status == 0)
+            }
+            let seen = Dictionary(uniqueKeysWithValues: lines.compactMap { l -> (String, Int)? in
+                let f = l.split(separator: " "); return f.count == 2 ? (String(f[0]), Int(f[1]) ?? 0) : nil
+            })
             #expect(seen["hog"] == 10 && seen["other"] == 5, "\(seen)")
             let rules = try runCommand(["ip", "netns", "exec", lab.namespaceName(lab.router.name), "nft", "list", "chain", "inet", Ruleset.tableName, "forward"])
             let line = rules.output.split(separator: "\n").first { $0.contains(Ruleset.Comment.sessionLimit) }.map(String.init) ?? ""
@@ -254,6 +229,29 @@ struct AntiSpoofTests {
             #expect(try runCommand(["ip", "netns", "exec", ns, "ping", "-c1", "-W2", "\(server4)"]).status == 0)
         }
     }
+}
+
+/// The first two subscribers that share an inside IPv4 address (in different domains).
+func sharedAddressPair(_ lab: Lab) -> [CGNatCore.Host]? {
+    let subscribers = lab.hosts.filter { if case .domain = $0.attachment { return true }; return false }
+    return Dictionary(grouping: subscribers) { $0.addresses.first { $0.family == .v4 }!.address }.values
+        .sorted { $0[0].name < $1[0].name }.first { $0.count >= 2 }
+}
+
+/// Runs a python receiver `script` in the uplink host's namespace while `body` sends, then its
+/// output lines (it must end by itself).
+func withReceiver(_ lab: Lab, _ script: String, _ args: [String], _ body: () throws -> Void) throws -> [Substring] {
+    let uplink = try #require(lab.uplinkHost)
+    let rx = Process()
+    rx.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    rx.arguments = ["ip", "netns", "exec", lab.namespaceName(uplink.name), "python3", "-c", script] + args
+    let out = Pipe()
+    rx.standardOutput = out
+    try rx.run()
+    usleep(300_000)   // the receiver binds before anything is sent
+    try body()
+    rx.waitUntilExit()
+    return String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
 }
 
 let natDiscoveryInstalled = FileManager.default.isExecutableFile(atPath: "/usr/bin/turnutils_natdiscovery")

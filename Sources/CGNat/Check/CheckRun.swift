@@ -34,13 +34,11 @@ public enum CheckRun {
         let backend = running.backend
         var fds: [String: Int32] = [:]   // by namespace
         defer { fds.values.forEach { close($0) } }
-        // Contexts by name, once: the matrix asks for an endpoint per row, and a lab of a thousand
-        // subscribers has a thousand contexts.
-        let contexts = Dictionary(lab.contexts(backend: backend).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        // An endpoint per context, once: the matrix asks for one per row.
         var endpoints: [String: ProbeEndpoint] = [:]
         func endpoint(_ name: String) throws -> ProbeEndpoint {
             if let e = endpoints[name] { return e }
-            guard let ctx = contexts[name] else { throw UsageError("internal: no context \(name)") }
+            let ctx = try running.context(named: name)
             if fds[ctx.namespace] == nil { fds[ctx.namespace] = try running.open(context: name).1 }
             let e = ProbeEndpoint(context: name, namespaceFD: fds[ctx.namespace]!, device: ctx.vrf)
             endpoints[name] = e

@@ -85,10 +85,8 @@ public struct CheckMatrix {
         // With a pool, each subscriber leaves with the address its port block is on.
         let blocks = lab.portBlockPolicy
         func publicSource(_ h: Host) -> IPAddress {
-            guard let blocks, case .domain(let dn) = h.attachment, let d = lab.domain(named: dn),
-                  let inside = v4(h).first(where: { r.nat.inside.contains($0) }),
-                  let a = blocks.allocation(domainID: d.id, inside: inside) else { return nat }
-            return a.publicAddress
+            guard let blocks else { return nat }
+            return lab.portBlock(of: h, policy: blocks)?.publicAddress ?? nat
         }
         // The admin-prohibited error's source differs by backend, by design.
         let rejectSourceNote = backend == .netns

@@ -169,6 +169,14 @@ extension Lab {
         }
         return policy
     }
+
+    /// A subscriber host's block (for its first inside IPv4 address), if the policy gives one.
+    public func portBlock(of h: Host, policy: PortBlockPolicy? = nil) -> PortBlockPolicy.Allocation? {
+        guard let policy = policy ?? portBlockPolicy, case .domain(let dn) = h.attachment, let d = domain(named: dn),
+              let inside = h.addresses.first(where: { $0.family == .v4 && router.nat.inside.contains($0.address) })?.address
+        else { return nil }
+        return policy.allocation(domainID: d.id, inside: inside)
+    }
 }
 
 /// A host next to the router: the uplink host, or a subscriber on a domain's bridge.

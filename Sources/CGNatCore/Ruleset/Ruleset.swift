@@ -89,7 +89,7 @@ public struct Ruleset: Equatable, Sendable {
         var sessionRules = ""
         var sessionSet = ""
         if let limit = nat.sessionLimit {
-            sessionSet = "\tset subscriber_sessions {\n\t\ttype mark . ipv4_addr\n\t\tsize 1048576\n\t\tflags dynamic\n\t}\n"
+            sessionSet = "\tset subscriber_sessions {\n\t\ttype mark . ipv4_addr\n\t\tsize 1048576\n\t\tflags dynamic\n\t}"
             sessionRules = "\n\t\tct state new ct mark { \(marks) } ip saddr \(nat.inside) add @subscriber_sessions { ct mark . ip saddr ct count over \(limit) } counter drop comment \(quote(Comment.sessionLimit))"
         }
         // BCP 38: a domain sends only from what it owns (the shared inside space, its own subnets,
@@ -109,7 +109,7 @@ public struct Ruleset: Equatable, Sendable {
         var lines: [String] = []
         lines.append("# cgnat ruleset for lab \(lab.name): IPv4 from subscriber domains is translated once, on \(devices.uplinkEgress).")
         lines.append("table inet \(Ruleset.tableName) {")
-        if !sessionSet.isEmpty { lines.append(String(sessionSet.dropLast())) }
+        if !sessionSet.isEmpty { lines.append(sessionSet) }
         lines.append("""
             \tchain pre_raw {
             \t\ttype filter hook prerouting priority raw; policy accept;
