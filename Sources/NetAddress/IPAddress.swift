@@ -53,6 +53,28 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible, Comparable
     }
 }
 
+extension IPAddress {
+    /// `self + n`, carrying across bytes (big-endian); the caller keeps the result in range.
+    public func advanced(by n: UInt64) -> IPAddress {
+        var b = bytes
+        var carry = n
+        var i = b.count - 1
+        while carry > 0 && i >= 0 {
+            let sum = UInt64(b[i]) + (carry & 0xff)
+            b[i] = UInt8(sum & 0xff)
+            carry = (carry >> 8) + (sum >> 8)
+            i -= 1
+        }
+        return IPAddress(family: family, bytes: b)
+    }
+
+    /// The low 64 bits of `self - base` (same family).
+    public func distance(from base: IPAddress) -> UInt64 {
+        func low(_ a: IPAddress) -> UInt64 { a.bytes.suffix(8).reduce(0) { $0 << 8 | UInt64($1) } }
+        return low(self) &- low(base)
+    }
+}
+
 /// An address with a prefix length: an interface address (`100.64.0.1/10`) or a route destination.
 public struct IPPrefix: Hashable, Sendable, CustomStringConvertible {
     public let address: IPAddress

@@ -74,5 +74,12 @@ import NetAddress
         #expect(pol.allocation(domainID: 1, inside: a("100.64.0.1")) == nil)
     }
 
+    @Test func addressArithmeticCarriesAcrossBytes() {
+        #expect(a("100.64.0.255").advanced(by: 1) == a("100.64.1.0"))
+        #expect(a("2001:db8::ffff").advanced(by: 0x10001) == a("2001:db8::2:0"))
+        #expect(a("100.64.1.0").distance(from: a("100.64.0.255")) == 1)
+        #expect(a("198.51.100.15").distance(from: a("198.51.100.0")) == 15)
+    }
+
     static func v4(_ a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8) -> IPAddress { IPAddress(family: .v4, bytes: [a, b, c, d]) }
 }

@@ -14,7 +14,7 @@ struct NATBehaviourTests {
         defer { _ = try? Teardown.down(lab: lab.name) }   // ends the server too: it runs inside
         let uplink = try #require(lab.uplinkHost)
         let primary = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }).address
-        let alternate = PortBlockPolicy.v4(PortBlockPolicy.u32(primary) + 8)
+        let alternate = primary.advanced(by: 8)
         let ns = lab.namespaceName(uplink.name)
         #expect(try runCommand(["ip", "netns", "exec", ns, "ip", "addr", "add", "\(alternate)/32", "dev", "lo"]).status == 0)
         let server = Process()

@@ -72,7 +72,7 @@ public struct PortBlockPolicy: Equatable, Sendable {
         var n = n
         for p in pool {
             let size = 1 << (32 - p.length)
-            if n < size { return Self.v4(Self.u32(p.network.address) + UInt32(n)) }
+            if n < size { return p.network.address.advanced(by: UInt64(n)) }
             n -= size
         }
         return nil
@@ -82,7 +82,7 @@ public struct PortBlockPolicy: Equatable, Sendable {
         var base = 0
         for p in pool {
             let size = 1 << (32 - p.length)
-            if p.contains(a) { return base + Int(Self.u32(a) - Self.u32(p.network.address)) }
+            if p.contains(a) { return base + Int(a.distance(from: p.network.address)) }
             base += size
         }
         return nil
@@ -91,7 +91,7 @@ public struct PortBlockPolicy: Equatable, Sendable {
     /// The subscriber's index, 0-based: domains in id order, then inside addresses in order.
     public func index(domainID: UInt32, inside: IPAddress) -> Int? {
         guard (1...maxDomainID).contains(domainID), inside.family == .v4, insideRange.contains(inside) else { return nil }
-        let offset = Int(Self.u32(inside) - Self.u32(insideRange.network.address))
+        let offset = Int(inside.distance(from: insideRange.network.address))
         return Int(domainID - 1) * insideCount + offset
     }
 
@@ -110,13 +110,8 @@ public struct PortBlockPolicy: Equatable, Sendable {
         let i = ai * subscribersPerAddress + slot
         guard i < subscriberCount else { return nil }
         let domain = UInt32(i / insideCount + 1)
-        let inside = Self.v4(Self.u32(insideRange.network.address) + UInt32(i % insideCount))
+        let inside = insideRange.network.address.advanced(by: UInt64(i % insideCount))
         return Owner(domainID: domain, inside: inside)
-    }
-
-    public static func u32(_ a: IPAddress) -> UInt32 { a.bytes.reduce(0) { $0 << 8 | UInt32($1) } }
-    public static func v4(_ v: UInt32) -> IPAddress {
-        IPAddress(family: .v4, bytes: [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)])
     }
 }
 

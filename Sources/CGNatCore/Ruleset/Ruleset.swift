@@ -163,8 +163,8 @@ extension Ruleset {
         let head = "\tchain srcnat {\n\t\ttype nat hook postrouting priority srcnat; policy accept;"
         let match = "oifname \(quote(egress)) ct mark { \(marks) } ip saddr \(nat.inside)"
         guard let policy = lab.portBlockPolicy else {
-            let first = nat.publicAddress, last = PortBlockPolicy.v4(PortBlockPolicy.u32(nat.pool.last!.network.address)
-                + UInt32((1 << (32 - nat.pool.last!.length)) - 1))
+            let end = nat.pool.last!
+            let first = nat.publicAddress, last = end.network.address.advanced(by: UInt64((1 << (32 - end.length)) - 1))
             let to = nat.pool.count == 1 && nat.pool[0].length == 32 ? "\(first)" : "\(first)-\(last)"
             return ["""
                 \(head)
@@ -177,7 +177,7 @@ extension Ruleset {
         var ports: [String] = [], addresses: [String] = []
         for d in lab.router.subscribers.sorted(by: { $0.id < $1.id }) {
             for i in 0..<policy.insideCount {
-                let inside = PortBlockPolicy.v4(PortBlockPolicy.u32(policy.insideRange.network.address) + UInt32(i))
+                let inside = policy.insideRange.network.address.advanced(by: UInt64(i))
                 guard let a = policy.allocation(domainID: d.id, inside: inside) else { continue }
                 ports.append("\(d.id) . \(inside) : \(a.publicAddress) . \(a.ports.lowerBound)-\(a.ports.upperBound)")
                 addresses.append("\(d.id) . \(inside) : \(a.publicAddress)")

@@ -27,7 +27,7 @@ public struct AddressAllocator {
         usable = exhausted ? 0 : lastOffset - nextOffset + 1
         let (first, last, net) = (nextOffset, lastOffset, self.prefix)
         takenInRange = exhausted ? 0 : taken.filter {
-            net.contains($0) && (first...last).contains(AddressAllocator.offset(of: $0, in: net))
+            net.contains($0) && (first...last).contains($0.distance(from: net.address))
         }.count
     }
 
@@ -40,33 +40,11 @@ public struct AddressAllocator {
 
     public mutating func allocate() -> IPAddress? {
         while !exhausted {
-            let a = AddressAllocator.address(prefix.address, plus: nextOffset)
+            let a = prefix.address.advanced(by: nextOffset)
             if nextOffset == lastOffset { exhausted = true } else { nextOffset += 1 }
             if taken.insert(a).inserted { return a }
         }
         return nil
     }
 
-    /// `base + n`, carrying across bytes (big-endian); the caller keeps `n` inside the prefix.
-    public static func address(_ base: IPAddress, plus n: UInt64) -> IPAddress {
-        var bytes = base.bytes
-        var carry = n
-        var i = bytes.count - 1
-        while carry > 0 && i >= 0 {
-            let sum = UInt64(bytes[i]) + (carry & 0xff)
-            bytes[i] = UInt8(sum & 0xff)
-            carry = (carry >> 8) + (sum >> 8)
-            i -= 1
-        }
-        return IPAddress(family: base.family, bytes: bytes)
-    }
-
-    /// The low 64 bits of `a - network`.
-    static func offset(of a: IPAddress, in prefix: IPPrefix) -> UInt64 {
-        var v: UInt64 = 0
-        for b in a.bytes.suffix(8) { v = v << 8 | UInt64(b) }
-        var n: UInt64 = 0
-        for b in prefix.address.bytes.suffix(8) { n = n << 8 | UInt64(b) }
-        return v &- n
-    }
 }
