@@ -114,6 +114,11 @@ public struct IPPrefix: Hashable, Sendable, CustomStringConvertible {
         a.family == family && IPPrefix(a, length).network.address == network.address
     }
 
+    /// Whether the two prefixes share an address (one contains the other's network).
+    public func overlaps(_ other: IPPrefix) -> Bool {
+        family == other.family && (contains(other.network.address) || other.contains(network.address))
+    }
+
     public var isDefault: Bool { length == 0 }
     public var description: String { "\(address)/\(length)" }
 }

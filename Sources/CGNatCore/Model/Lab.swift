@@ -135,15 +135,27 @@ public struct NATPolicy: Equatable, Sendable {
     /// Concurrent IPv4 sessions per subscriber (RFC 6888 REQ-4); a new one over it is dropped and
     /// counted. nil: no limit but the subscriber's ports.
     public var sessionLimit: Int?
+    /// Who may reach a live mapping from outside (RFC 4787 REQ-8).
+    public var filtering: Filtering = .addressPortDependent
+
+    public enum Filtering: String, Equatable, Sendable, CaseIterable {
+        /// Only the endpoint (address and port) the subscriber sent to: conntrack's own replies.
+        case addressPortDependent = "address-port-dependent"
+        /// Any external host, once the mapping exists (what P2P asks for): a DNAT through the
+        /// mappings learned in the packet path. Needs port blocks (the block names the domain).
+        case endpointIndependent = "endpoint-independent"
+    }
 
     /// The first public address (the seed's only one, which is also the uplink's own).
     public var publicAddress: IPAddress { pool.first?.network.address ?? IPAddress.any(.v4) }
 
-    public init(inside: IPPrefix, pool: [IPPrefix], mapping: Mapping = .portBlocks(PortBlocks()), sessionLimit: Int? = nil) {
+    public init(inside: IPPrefix, pool: [IPPrefix], mapping: Mapping = .portBlocks(PortBlocks()), sessionLimit: Int? = nil,
+                filtering: Filtering = .addressPortDependent) {
         self.inside = inside
         self.pool = pool
         self.mapping = mapping
         self.sessionLimit = sessionLimit
+        self.filtering = filtering
     }
 
     public init(inside: IPPrefix, publicAddress: IPAddress, mapping: Mapping = .portBlocks(PortBlocks()), sessionLimit: Int? = nil) {
@@ -168,6 +180,18 @@ extension Lab {
             policy.blockSize = max(1, min(fit, NATPolicy.PortBlocks.maximumDefaultBlockSize))
         }
         return policy
+    }
+
+    /// Whether the router hairpins (RFC 4787 REQ-9): with port blocks (a public port's block names
+    /// the domain a hairpinned packet goes to) and a pool that no subscriber reaches on-link and
+    /// the router does not own. The seed's single address is inside the subscribers' own prefix,
+    /// so a subscriber sending to it never reaches the router (DESIGN.md section 7).
+    public var hairpinning: Bool {
+        guard portBlockPolicy != nil else { return false }
+        let nat = router.nat
+        let onLink = router.subscribers.flatMap(\.addresses).filter { $0.family == .v4 }.map(\.network) + [nat.inside]
+        let local = router.uplink.addresses.map(\.address)
+        return !nat.pool.contains { p in onLink.contains { $0.overlaps(p) } || local.contains { p.contains($0) } }
     }
 
     /// A subscriber host's block (for its first inside IPv4 address), if the policy gives one.

@@ -108,7 +108,8 @@ public enum LabCodec {
             ])
         }
         return .object([("inside", .string(nat.inside.description)), ("pool", .array(nat.pool.map { .string($0.description) })),
-                        ("mapping", mapping), ("sessions", nat.sessionLimit.map { .int(Int64($0)) } ?? .null)])
+                        ("mapping", mapping), ("sessions", nat.sessionLimit.map { .int(Int64($0)) } ?? .null),
+                        ("filtering", .string(nat.filtering.rawValue))])
     }
 
     private static func decodeNAT(_ j: JSON, _ r: Reader) throws -> NATPolicy {
@@ -116,8 +117,14 @@ public enum LabCodec {
         let pool = try r.prefixes(j, "pool")
         let m = try r.member(j, "mapping")
         let sessions = j["sessions"]?.intValue.map(Int.init)
+        // Records written before filtering existed had address-and-port-dependent filtering.
+        var filtering = NATPolicy.Filtering.addressPortDependent
+        if let f = j["filtering"]?.stringValue {
+            guard let v = NATPolicy.Filtering(rawValue: f) else { throw DecodeError(path: "nat.filtering", message: "unknown filtering '\(f)'") }
+            filtering = v
+        }
         switch try r.string(m, "kind") {
-        case "random": return NATPolicy(inside: inside, pool: pool, mapping: .random, sessionLimit: sessions)
+        case "random": return NATPolicy(inside: inside, pool: pool, mapping: .random, sessionLimit: sessions, filtering: filtering)
         case "port-blocks":
             let ports = try r.array(m, "ports").compactMap { $0.intValue.flatMap { UInt16(exactly: $0) } }
             guard ports.count == 2, ports[0] <= ports[1] else { throw DecodeError(path: "nat.mapping.ports", message: "not a port range") }
@@ -129,7 +136,7 @@ public enum LabCodec {
             let size = m["block_size"]?.intValue.map(Int.init)
             return NATPolicy(inside: inside, pool: pool, mapping: .portBlocks(.init(
                 insideRange: range, ports: ports[0]...ports[1], blockSize: size, blocksPerSubscriber: Int(try r.int(m, "blocks")))),
-                sessionLimit: sessions)
+                sessionLimit: sessions, filtering: filtering)
         case let k: throw DecodeError(path: "nat.mapping.kind", message: "unknown mapping '\(k)'")
         }
     }

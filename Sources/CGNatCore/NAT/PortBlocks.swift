@@ -102,6 +102,27 @@ public struct PortBlockPolicy: Equatable, Sendable {
         return Allocation(publicAddress: addr, ports: UInt16(first)...UInt16(first + portsPerSubscriber - 1))
     }
 
+    /// The policy read backwards, a run at a time: the ports of each public address that belong to
+    /// one domain. Subscriber indexes are consecutive within a domain, so its blocks are contiguous
+    /// on each address, and a domain's whole share is a handful of ranges however many subscribers
+    /// it has. The uplink side sets an inbound packet's conntrack zone from this (issue 9: the
+    /// domain must be known at both edges, or one subscriber's reply can match another's flow).
+    public func domainRuns(domainIDs: [UInt32]) -> [(publicAddress: IPAddress, ports: ClosedRange<UInt16>, domainID: UInt32)] {
+        guard problems().isEmpty, subscribersPerAddress > 0 else { return [] }
+        var out: [(publicAddress: IPAddress, ports: ClosedRange<UInt16>, domainID: UInt32)] = []
+        for d in domainIDs.sorted() where (1...maxDomainID).contains(d) {
+            let first = Int(d - 1) * insideCount, last = Int(d) * insideCount - 1
+            for a in (first / subscribersPerAddress)...(last / subscribersPerAddress) {
+                guard let addr = publicAddress(a) else { break }
+                let lo = max(first, a * subscribersPerAddress) - a * subscribersPerAddress
+                let hi = min(last, a * subscribersPerAddress + subscribersPerAddress - 1) - a * subscribersPerAddress
+                let p0 = Int(ports.lowerBound) + lo * portsPerSubscriber, p1 = Int(ports.lowerBound) + (hi + 1) * portsPerSubscriber - 1
+                out.append((addr, UInt16(p0)...UInt16(p1), d))
+            }
+        }
+        return out
+    }
+
     /// Who holds `port` of `publicAddress`, by the policy alone; nil for a port outside every block.
     public func owner(publicAddress a: IPAddress, port: UInt16) -> Owner? {
         guard problems().isEmpty, a.family == .v4, let ai = publicIndex(a), ports.contains(port) else { return nil }
@@ -126,4 +147,16 @@ public enum NATTimers {
         ("net.netfilter.nf_conntrack_icmp_timeout", "60"),
         ("net.netfilter.nf_conntrack_tcp_timeout_established", "432000"),
     ]
+
+    public enum Proto: String, Sendable { case udp, tcp }
+
+    /// How long a learned mapping (endpoint-independent filtering) lives after its last outbound
+    /// packet: UDP as its conntrack timer; TCP the RFC 5382 REQ-5 minimum (2 h 4 min), not the
+    /// 5-day established timer, since an entry outlives a closed connection until it expires.
+    public static func learnedTimeout(_ p: Proto) -> Int {
+        switch p {
+        case .udp: return 120
+        case .tcp: return 7440
+        }
+    }
 }

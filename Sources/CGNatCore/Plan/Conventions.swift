@@ -8,6 +8,11 @@ public enum Conventions {
     /// Transfer link between the router's uplink namespace and a domain's namespace: `t-<domain>`
     /// on the router side, `t-<uplink domain>` on the domain side.
     public static func transferLink(_ domain: String) -> String { "t-\(domain)" }
+    /// The router's hairpin loop (a veth pair of its own): packets to a public address of the pool
+    /// leave by `hairpinOut`, translated like any outbound flow, and come back in by `hairpinIn`,
+    /// where they are inbound traffic like any from the uplink (RFC 4787 REQ-9).
+    public static let hairpinOut = "nat-hp-out"
+    public static let hairpinIn = "nat-hp-in"
     /// IPv6 link-locals of the transfer links (and the router's side of every bridge): IPv4 is
     /// routed over them as `via inet6`, so the links need no IPv4 addresses and no ARP.
     public static let routerLinkLocal = IPAddress("fe80::1")!

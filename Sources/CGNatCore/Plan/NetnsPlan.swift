@@ -98,6 +98,7 @@ extension Plan {
         steps += up.map { .setUp(namespace: $0.0, link: $0.1) }
         steps.addSubscriberNeighbours(lab, bridgeNamespace: domainNS)
         steps.addUplinkNeighbours(lab, routerNamespace: main)
+        steps.addHairpinLoop(lab, routerNamespace: main)
 
         // Routes.
         steps.addHostRoutes(lab)
@@ -133,7 +134,8 @@ extension Plan {
             subscriberIngress: r.subscribers.map { ($0, transfer($0)) },
             uplinkForwardInput: r.uplink.interface,
             uplinkEgress: r.uplink.interface,
-            interDomain: .links(r.subscribers.map(transfer))))
+            interDomain: .links(r.subscribers.map(transfer)),
+            hairpinOut: lab.hairpinning ? Conventions.hairpinOut : nil, hairpinIn: lab.hairpinning ? Conventions.hairpinIn : nil))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
         // Start and stop times for the NAT mapping log; must be on before flows exist.
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))

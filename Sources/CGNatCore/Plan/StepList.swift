@@ -99,6 +99,30 @@ struct StepList {
         }
     }
 
+    /// The router's hairpin loop, when the lab hairpins (`Lab.hairpinning`): a veth pair of the
+    /// router's own, the pool routed into it. IPv4 goes via an IPv6 link-local next hop with a
+    /// permanent neighbour, as on the transfer links: no ARP for addresses nobody owns. On the
+    /// VRF backend both ends belong to the uplink's VRF (`vrf`, its table `table`).
+    /// Call after the other links are up.
+    mutating func addHairpinLoop(_ lab: Lab, routerNamespace ns: String, table: UInt32 = Conventions.mainTable, vrf: String? = nil) {
+        guard lab.hairpinning else { return }
+        let out = Conventions.hairpinOut, back = Conventions.hairpinIn
+        addVeth(ns, out, peerNamespace: ns, back)
+        if let vrf {
+            steps.append(.setMaster(namespace: ns, link: out, master: vrf))
+            steps.append(.setMaster(namespace: ns, link: back, master: vrf))
+        }
+        let length = Conventions.linkLocalLength
+        steps.append(.addAddress(namespace: ns, link: out, address: IPPrefix(Conventions.routerLinkLocal, length)))
+        steps.append(.addAddress(namespace: ns, link: back, address: IPPrefix(Conventions.domainLinkLocal, length)))
+        steps.append(.setUp(namespace: ns, link: out))
+        steps.append(.setUp(namespace: ns, link: back))
+        steps.append(.addNeighbour(namespace: ns, link: out, address: Conventions.domainLinkLocal, mac: mac(ns, back)))
+        for p in lab.router.nat.pool {
+            steps.append(.addRoute(namespace: ns, route: PlannedRoute(p, via: Conventions.domainLinkLocal, device: out, table: table)))
+        }
+    }
+
     /// Every host's addresses (interface and loopback), in its own namespace.
     mutating func addHostAddresses(_ lab: Lab) {
         for h in lab.hosts {

@@ -51,6 +51,7 @@ extension Plan {
         steps += up.map { .setUp(namespace: $0.0, link: $0.1) }
         steps.addSubscriberNeighbours(lab) { _ in main }
         steps.addUplinkNeighbours(lab, routerNamespace: main)
+        steps.addHairpinLoop(lab, routerNamespace: main, table: upTable, vrf: r.uplink.name)
 
         steps.addHostRoutes(lab)
         // up: defaults to the uplink, each domain's routed prefixes leaked into its VRF.
@@ -90,7 +91,8 @@ extension Plan {
             uplinkEgress: r.uplink.interface,
             interDomain: .vrfs(r.subscribers.map { d in
                 (d.name, r.subscribers.filter { $0.name != d.name }.flatMap(\.routed))
-            })))
+            }),
+            hairpinOut: lab.hairpinning ? Conventions.hairpinOut : nil, hairpinIn: lab.hairpinning ? Conventions.hairpinIn : nil))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))
         for t in NATTimers.sysctls { steps.append(.sysctl(namespace: main, key: t.key, value: t.value)) }

@@ -16,6 +16,10 @@ public struct Ruleset: Equatable, Sendable {
         public static let established = "replies and related"
         public static let unsolicited = "unsolicited IPv4 from the uplink"
         public static let sessionLimit = "session limit per subscriber"
+        public static let inboundZone = "domain of a public port, from its block"
+        public static let endpointIndependent = "endpoint-independent filtering: inbound to a live mapping"
+        public static let learn = "learn the mapping for endpoint-independent filtering"
+        public static let unsolicitedSYN = "unsolicited SYN to a public address (RFC 5382 REQ-4)"
         /// One per domain and family: a source the domain does not own (BCP 38).
         public static func spoofed(_ family: IPFamily, from domain: String) -> String {
             "spoofed \(family == .v4 ? "IPv4" : "IPv6") source from \(domain)"
@@ -36,9 +40,23 @@ public struct Ruleset: Equatable, Sendable {
         public var uplinkEgress: String
         /// How the forward hook tells IPv4 between subscriber domains.
         public var interDomain: InterDomain
+        /// The hairpin loop's ends (`Conventions.hairpinOut`/`hairpinIn`), when the lab hairpins.
+        public var hairpinOut: String?
+        public var hairpinIn: String?
+
+        public init(subscriberIngress: [(domain: SubscriberDomain, device: String)], uplinkForwardInput: String, uplinkEgress: String,
+                    interDomain: InterDomain, hairpinOut: String? = nil, hairpinIn: String? = nil) {
+            self.subscriberIngress = subscriberIngress
+            self.uplinkForwardInput = uplinkForwardInput
+            self.uplinkEgress = uplinkEgress
+            self.interDomain = interDomain
+            self.hairpinOut = hairpinOut
+            self.hairpinIn = hairpinIn
+        }
 
         public static func == (a: Devices, b: Devices) -> Bool {
             a.uplinkForwardInput == b.uplinkForwardInput && a.uplinkEgress == b.uplinkEgress && a.interDomain == b.interDomain
+                && a.hairpinOut == b.hairpinOut && a.hairpinIn == b.hairpinIn
                 && a.subscriberIngress.map(\.device) == b.subscriberIngress.map(\.device)
                 && a.subscriberIngress.map(\.domain) == b.subscriberIngress.map(\.domain)
         }
@@ -64,33 +82,35 @@ public struct Ruleset: Equatable, Sendable {
 
     public init(lab: Lab, devices: Devices) {
         let nat = lab.router.nat
-        let ingressMap = devices.subscriberIngress.map { "\(quote($0.device)) : \($0.domain.id)" }.joined(separator: ", ")
+        let ingressMap = devices.subscriberIngress.map { "\(nftQuote($0.device)) : \($0.domain.id)" }.joined(separator: ", ")
         let interDomain: [String]
         func reject(_ vrf: String?) -> String {
-            "counter reject with icmp type admin-prohibited comment \(quote(Comment.interDomain(from: vrf)))"
+            "counter reject with icmp type admin-prohibited comment \(nftQuote(Comment.interDomain(from: vrf)))"
         }
         switch devices.interDomain {
         case .links(let links):
-            let set = links.map(quote).joined(separator: ", ")
+            let set = links.map(nftQuote).joined(separator: ", ")
             interDomain = ["iifname { \(set) } oifname { \(set) } meta nfproto ipv4 \(reject(nil))"]
         case .vrfs(let list):
             interDomain = list.filter { !$0.foreign.filter { $0.family == .v4 }.isEmpty }.map { entry in
                 let dst = entry.foreign.filter { $0.family == .v4 }.map(\.description).joined(separator: ", ")
-                return "iifname \(quote(entry.vrf)) ip daddr { \(dst) } \(reject(entry.vrf))"
+                return "iifname \(nftQuote(entry.vrf)) ip daddr { \(dst) } \(reject(entry.vrf))"
             }
         }
         let marks = devices.subscriberIngress.map { String($0.domain.id) }.joined(separator: ", ")
+        let inbound = Inbound(lab: lab, devices: devices, marks: marks)
         let routedV4 = lab.router.subscribers.flatMap(\.routed).filter { $0.family == .v4 }.map(\.description)
+        let uplinkSide = inbound.forwardInputs
         let unsolicited = routedV4.isEmpty
-            ? "iifname \(quote(devices.uplinkForwardInput)) meta nfproto ipv4 counter drop"
-            : "iifname \(quote(devices.uplinkForwardInput)) ip daddr != { \(routedV4.joined(separator: ", ")) } counter drop"
+            ? "iifname \(uplinkSide) meta nfproto ipv4 counter drop"
+            : "iifname \(uplinkSide) ip daddr != { \(routedV4.joined(separator: ", ")) } counter drop"
         // RFC 6888 REQ-4: a subscriber (domain mark . inside address) opens at most this many
         // IPv4 sessions at once; conntrack counts them (nf_conncount), the extra ones are dropped.
         var sessionRules = ""
         var sessionSet = ""
         if let limit = nat.sessionLimit {
             sessionSet = "\tset subscriber_sessions {\n\t\ttype mark . ipv4_addr\n\t\tsize 1048576\n\t\tflags dynamic\n\t}"
-            sessionRules = "\n\t\tct state new ct mark { \(marks) } ip saddr \(nat.inside) add @subscriber_sessions { ct mark . ip saddr ct count over \(limit) } counter drop comment \(quote(Comment.sessionLimit))"
+            sessionRules = "\n\t\tct state new ct mark { \(marks) } ip saddr \(nat.inside) add @subscriber_sessions { ct mark . ip saddr ct count over \(limit) } counter drop comment \(nftQuote(Comment.sessionLimit))"
         }
         // BCP 38: a domain sends only from what it owns (the shared inside space, its own subnets,
         // its routed prefixes; for IPv6 also link-local and the unspecified address of DAD).
@@ -103,37 +123,35 @@ public struct Ruleset: Equatable, Sendable {
                 for p in d.addresses.map(\.network) + d.routed where p.family == f && !out.contains(p.description) { out.append(p.description) }
                 return out
             }
-            antiSpoof.append("iifname \(quote(device)) ip saddr != { \(owned(.v4).joined(separator: ", ")) } counter drop comment \(quote(Comment.spoofed(.v4, from: d.name)))")
-            antiSpoof.append("iifname \(quote(device)) ip6 saddr != { \(owned(.v6).joined(separator: ", ")) } counter drop comment \(quote(Comment.spoofed(.v6, from: d.name)))")
+            antiSpoof.append("iifname \(nftQuote(device)) ip saddr != { \(owned(.v4).joined(separator: ", ")) } counter drop comment \(nftQuote(Comment.spoofed(.v4, from: d.name)))")
+            antiSpoof.append("iifname \(nftQuote(device)) ip6 saddr != { \(owned(.v6).joined(separator: ", ")) } counter drop comment \(nftQuote(Comment.spoofed(.v6, from: d.name)))")
         }
         var lines: [String] = []
         lines.append("# cgnat ruleset for lab \(lab.name): IPv4 from subscriber domains is translated once, on \(devices.uplinkEgress).")
         lines.append("table inet \(Ruleset.tableName) {")
         if !sessionSet.isEmpty { lines.append(sessionSet) }
+        lines.append(contentsOf: inbound.maps)
         lines.append("""
             \tchain pre_raw {
             \t\ttype filter hook prerouting priority raw; policy accept;
-            """ + antiSpoof.map { "\n\t\t" + $0 }.joined() + "\n" + """
-            \t\t# Subscribers share \(nat.inside): keep their flows apart with conntrack zones, set for
-            \t\t# the ORIGINAL direction only, so replies arriving upstream (zone 0) still find them.
-            \t\tct original zone set iifname map { \(ingressMap) } comment \(quote(Comment.zones))
-            \t}
-            """)
+            """ + antiSpoof.map { "\n\t\t" + $0 }.joined() + "\n" + inbound.zoneRules(ingressMap: ingressMap) + "\n\t}")
         lines.append("""
             \tchain pre_mangle {
             \t\ttype filter hook prerouting priority mangle; policy accept;
-            \t\t# De-NATed replies all go to \(nat.publicAddress): the connection's mark says which
+            \t\t# De-NATed replies all go to the public addresses: the connection's mark says which
             \t\t# domain they belong to, and an fwmark rule picks that domain's return table.
-            \t\tct state new ct mark set iifname map { \(ingressMap) } comment \(quote(Comment.ctMark))
-            \t\tmeta mark set ct mark comment \(quote(Comment.packetMark))
+            \t\tct state new ct mark set iifname map { \(ingressMap) } comment \(nftQuote(Comment.ctMark))
+            \t\tmeta mark set ct mark comment \(nftQuote(Comment.packetMark))
             \t}
             """)
+        lines.append(contentsOf: inbound.inputChain)
         lines.append("""
             \tchain forward {
             \t\ttype filter hook forward priority filter; policy accept;
-            \t\tct state established,related accept comment \(quote(Comment.established))
+            \t\tct state established,related accept comment \(nftQuote(Comment.established))
+            """ + inbound.forwardAccept.map { "\n\t\t" + $0 }.joined() + "\n" + """
             \t\t# Nothing opens IPv4 connections into the subscriber space except to routed addresses.
-            \t\t\(unsolicited) comment \(quote(Comment.unsolicited))
+            \t\t\(unsolicited) comment \(nftQuote(Comment.unsolicited))
             \t\t# Subscriber domains share addresses with each other and with the NAT address: IPv4
             \t\t# between them would be answered to the wrong host, so it is refused.
             """ + interDomain.map { "\n\t\t" + $0 }.joined() + sessionRules + "\n\t}")
@@ -141,9 +159,9 @@ public struct Ruleset: Equatable, Sendable {
             \t# A nat chain per family that uses zones must exist, or clashing reply tuples are dropped.
             \tchain dstnat {
             \t\ttype nat hook prerouting priority dstnat; policy accept;
-            \t}
-            """)
-        lines.append(contentsOf: Ruleset.srcnat(lab: lab, egress: devices.uplinkEgress, marks: marks))
+            """ + inbound.dstnat.map { "\n\t\t" + $0 }.joined() + "\n\t}")
+        lines.append(contentsOf: Ruleset.srcnat(lab: lab, egress: inbound.egress, marks: marks))
+        lines.append(contentsOf: inbound.learnChain)
         lines.append("}")
         text = lines.joined(separator: "\n") + "\n"
     }
@@ -161,7 +179,7 @@ extension Ruleset {
     static func srcnat(lab: Lab, egress: String, marks: String) -> [String] {
         let nat = lab.router.nat
         let head = "\tchain srcnat {\n\t\ttype nat hook postrouting priority srcnat; policy accept;"
-        let match = "oifname \(quote(egress)) ct mark { \(marks) } ip saddr \(nat.inside)"
+        let match = "oifname \(egress) ct mark { \(marks) } ip saddr \(nat.inside)"
         guard let policy = lab.portBlockPolicy else {
             let end = nat.pool.last!
             let first = nat.publicAddress, last = end.network.address.advanced(by: UInt64((1 << (32 - end.length)) - 1))
@@ -213,4 +231,4 @@ extension Ruleset {
     }
 }
 
-private func quote(_ s: String) -> String { "\"\(s)\"" }
+func nftQuote(_ s: String) -> String { "\"\(s)\"" }

@@ -220,8 +220,16 @@ private struct Expanding {
             if (1...1_000_000).contains(k.value) { sessions = k.value }
             else { report(k.at, "a session limit of \(k.value)", "write 1 to 1000000 sessions per subscriber, or leave it out for no limit") }
         }
+        var filtering = NATPolicy.Filtering.addressPortDependent
+        if let f = n.filtering, let v = NATPolicy.Filtering(rawValue: f.value) {
+            // The uplink side learns the domain of an inbound packet from the public port's block.
+            if v == .endpointIndependent, case .random = mapping {
+                report(f.at, "endpoint-independent filtering with mapping random", "use mapping: port-blocks (the block of a public port names its subscriber's domain), or leave filtering out")
+            }
+            filtering = v
+        }
         guard let inside, !pool.isEmpty else { return nil }
-        return NATPolicy(inside: inside, pool: pool, mapping: mapping, sessionLimit: sessions)
+        return NATPolicy(inside: inside, pool: pool, mapping: mapping, sessionLimit: sessions, filtering: filtering)
     }
 
     // MARK: Domains

@@ -35,6 +35,7 @@ public struct NATSpec: Equatable, Sendable {
     public var mapping: Placed<String>?
     public var portBlocks: PortBlocksSpec?
     public var sessions: Placed<Int>?
+    public var filtering: Placed<String>? = nil
     public var at: SpecPlace
 }
 

@@ -20,7 +20,7 @@ public enum LabSpecDecoder {
         public static let lab = ["name", "router", "uplink_hosts", "domains", "expectations"]
         public static let router = ["name", "uplink", "nat"]
         public static let uplink = ["name", "interface", "addresses", "gateways"]
-        public static let nat = ["inside", "public", "pool", "mapping", "port_blocks", "sessions"]
+        public static let nat = ["inside", "public", "pool", "mapping", "port_blocks", "sessions", "filtering"]
         public static let portBlocks = ["inside_range", "ports", "size", "per_subscriber"]
         public static let mappings = ["port-blocks", "random"]
         public static let domain = ["count", "name", "id", "bridge", "addresses", "routed", "hosts", "subscribers"]
@@ -246,8 +246,13 @@ private struct Decoding {
                 perSubscriber: int(g, "per_subscriber", required: false, what: "blocks per subscriber"), at: a)
         }
         let sessions = int(f, "sessions", required: false, what: "the most concurrent sessions a subscriber may open")
+        let filtering = string(f, "filtering", required: false, what: "address-port-dependent or endpoint-independent")
+        if let v = filtering, NATPolicy.Filtering(rawValue: v.value) == nil {
+            report(v.at, "unknown filtering '\(v.value)'", "use address-port-dependent (the default: only the endpoint a subscriber sent to answers) or endpoint-independent (any host reaches a live mapping)")
+        }
         guard let inside else { return nil }
-        return NATSpec(inside: inside, publicAddress: pub, pool: pool, mapping: mapping, portBlocks: blocks, sessions: sessions, at: at)
+        return NATSpec(inside: inside, publicAddress: pub, pool: pool, mapping: mapping, portBlocks: blocks, sessions: sessions,
+                       filtering: filtering, at: at)
     }
 
     mutating func domain(_ node: SpecNode, _ at: SpecPlace) -> DomainSpec? {
