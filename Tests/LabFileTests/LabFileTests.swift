@@ -184,6 +184,21 @@ func problems(_ name: String) throws -> [String] {
         ])
     }
 
+    /// Filtering: a value the policy does not know, and endpoint-independent filtering with a
+    /// mapping whose public ports name no domain.
+    @Test func filteringMistakes() throws {
+        #expect(try problems("nat-filtering.yaml") == [
+            "nat-filtering.yaml:9:16: router.nat.filtering: unknown filtering 'full-cone'; use address-port-dependent (the default: only the endpoint a subscriber sent to answers) or endpoint-independent (any host reaches a live mapping)",
+        ])
+        let text = try String(contentsOf: repoRoot.appendingPathComponent(fixture("nat-filtering.yaml")), encoding: .utf8)
+            .replacingOccurrences(of: "full-cone", with: "endpoint-independent")
+        let outcome = LabFile.resolve(yaml: text, file: "f")
+        #expect(outcome.lab == nil)
+        #expect(outcome.diagnostics.map { $0.formatted(file: "f") } == [
+            "f:9:16: router.nat.filtering: endpoint-independent filtering with mapping random; use mapping: port-blocks (the block of a public port names its subscriber's domain), or leave filtering out",
+        ])
+    }
+
     @Test func poolTooSmallForItsBlocksNamesTheNumbers() throws {
         #expect(try problems("nat-small-pool.yaml") == [
             "nat-small-pool.yaml:8:18: router.nat.port_blocks: port blocks: pool too small: 2 domain(s) x 256 inside addresses = 512 subscribers x 1024 ports need 524288 ports, but 1 public address(es) x 64512 ports give 64512; add public addresses, narrow the inside range, or make blocks smaller (at most 126 ports each); the blocks of every domain id up to 2 x 256 inside addresses must fit the pool",

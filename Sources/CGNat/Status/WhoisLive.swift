@@ -26,7 +26,10 @@ public enum WhoisLive {
         let byID = Dictionary(lab.router.subscribers.map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
         return entries.compactMap { e -> Flow? in
             guard let proto = protos.first(where: { $0.number == e.reply.protocolNumber }),
-                  e.reply.destination == address else { return nil }
+                  e.reply.destination == address,
+                  // Outbound flows only: an inbound one (endpoint-independent filtering, the second
+                  // leg of a hairpin) has the remote side's mapping as its source, not a holder's.
+                  lab.router.nat.inside.contains(e.original.source) else { return nil }
             let mapped = proto == .icmp ? e.reply.icmpID : e.reply.destinationPort
             guard mapped == port else { return nil }
             return Flow(proto: proto, domain: byID[e.mark], inside: e.original.source,
