@@ -66,7 +66,7 @@ import NetAddress
         let text = Plan.netns(poolLab(.endpointIndependent)).ruleset.text
         #expect(text.contains("map \(Ruleset.mappingsMap) {") && text.contains("flags dynamic,timeout"))
         #expect(text.contains("update @\(Ruleset.mappingsMap) { meta l4proto . ct reply ip daddr . ct reply proto-dst timeout 120s"))
-        #expect(text.contains("dnat ip to meta l4proto . ip daddr . th dport map @\(Ruleset.mappingsMap)"))
+        #expect(text.contains("meta mark set meta l4proto . ip daddr . th dport map @\(Ruleset.mappingMarksMap) ct mark set meta mark dnat ip to meta l4proto . ip daddr . th dport map @\(Ruleset.mappingsMap)"))
         // Accepted by the mark the DNAT rule sets, ahead of the unsolicited drop.
         let accept = text.range(of: Ruleset.Comment.endpointIndependent + "\"\n")!, drop = text.range(of: Ruleset.Comment.unsolicited)!
         #expect(accept.lowerBound < drop.lowerBound)

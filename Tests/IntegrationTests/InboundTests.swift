@@ -86,7 +86,7 @@ struct InboundTests {
         var procs: [Process] = []
         defer { for p in procs { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
         for proto in ["udp", "tcp"] {
-            procs.append(try spawn(lab, uplink.name, ["reflect", proto, "\(server)", "\(port)", "20"]))
+            procs.append(try spawn(lab, uplink.name, ["reflect", proto, "\(server)", "\(port)", "120"]))
         }
         usleep(300_000)
         return try body(server)
@@ -109,10 +109,10 @@ struct InboundTests {
         let out = "/tmp/\(lab.name)-\(proto)-\(to).target"
         unlink(out)
         defer { unlink(out) }
-        let t = try spawn(lab, to, ["target", proto, "\(targetPort)", "\(server)", "\(reflector)", "2.5", out])
+        let t = try spawn(lab, to, ["target", proto, "\(targetPort)", "\(server)", "\(reflector)", "20", out])
         defer { kill(t.processIdentifier, SIGKILL); t.waitUntilExit() }
         var mapped: String?
-        for _ in 0..<40 where mapped == nil {
+        for _ in 0..<200 where mapped == nil {   // 10 s: python starts slowly in the VM
             usleep(50_000)
             mapped = Lines(path: out).lines.first { $0.hasPrefix("mapped ") }.map { String($0.dropFirst(7)) }
         }
@@ -121,7 +121,8 @@ struct InboundTests {
         let s = try runCommand(["ip", "netns", "exec", lab.namespaceName(from), "python3", "-c", Self.script,
                                 "send", proto, "\(sendPort)", "\(server)", "\(reflector)", String(parts[0]), String(parts[1])])
         let sender = s.output.split(separator: "\n").first { $0.hasPrefix("mapped ") }.map { String($0.dropFirst(7)) } ?? "none: \(s.output)"
-        usleep(400_000)
+        // What is on its way arrives within milliseconds here, slower under TCG.
+        usleep(probeTimeout >= 3000 ? 1_500_000 : 400_000)
         let arrived = Lines(path: out).lines.filter { $0.hasPrefix("from ") }.map { String($0.dropFirst(5)) }
         return (sender, target, arrived)
     }
@@ -204,10 +205,10 @@ struct InboundTests {
                 // address) reaches it.
                 let out = "/tmp/\(lab.name).target"
                 defer { unlink(out) }
-                let t = try spawn(lab, victim.name, ["target", "udp", "\(port)", "\(server)", "3478", "3", out])
+                let t = try spawn(lab, victim.name, ["target", "udp", "\(port)", "\(server)", "3478", "30", out])
                 defer { kill(t.processIdentifier, SIGKILL); t.waitUntilExit() }
                 var mapped = ""
-                for _ in 0..<40 where mapped.isEmpty {
+                for _ in 0..<200 where mapped.isEmpty {
                     usleep(50_000)
                     mapped = Lines(path: out).lines.first { $0.hasPrefix("mapped ") } ?? ""
                 }
@@ -216,7 +217,7 @@ struct InboundTests {
                 let inbound = try runCommand(["ip", "netns", "exec", lab.namespaceName(lab.uplinkHost!.name), "env", "BIND=\(server)", "python3", "-c", Self.script,
                                               "send", "udp", "\(remotePort)", "\(server)", "3478", "\(block.publicAddress)", "\(port)"])
                 #expect(inbound.output.contains("sent"))
-                usleep(300_000)
+                usleep(probeTimeout >= 3000 ? 1_500_000 : 300_000)
                 #expect(Lines(path: out).lines.contains { $0.hasPrefix("from \(server):\(remotePort)") }, "inbound did not arrive: \(Lines(path: out).lines)")
                 // The other subscriber, same inside address, same port, to that remote.
                 let rx = try withReceiver(lab, InboundTests.oneDatagram, ["\(server)", "\(remotePort)", "2"]) {

@@ -5,6 +5,7 @@ extension Ruleset {
     public static let inboundZoneICMPMap = "public_zone_icmp"
     public static let inboundZoneErrorMap = "public_zone_error"
     public static let mappingsMap = "mappings"
+    public static let mappingMarksMap = "mapping_marks"
 
     /// The parts of the ruleset that let traffic in to a subscriber: zones at both edges,
     /// endpoint-independent filtering, hairpinning, and the router's silence towards unsolicited
@@ -94,6 +95,14 @@ extension Ruleset {
                     \t\tflags dynamic,timeout
                     \t\ttimeout \(NATTimers.learnedTimeout(.udp))s
                     \t}
+                    \t# ... and to its domain's mark. A lookup of this map also says whether the mapping
+                    \t# exists: Linux 6.1 refuses a map used as a plain set (EINVAL).
+                    \tmap \(Ruleset.mappingMarksMap) {
+                    \t\ttypeof meta l4proto . ip daddr . th dport : meta mark
+                    \t\tsize 262144
+                    \t\tflags dynamic,timeout
+                    \t\ttimeout \(NATTimers.learnedTimeout(.udp))s
+                    \t}
                     """)
             }
             return out
@@ -131,7 +140,7 @@ extension Ruleset {
         var dstnat: [String] {
             guard endpointIndependent else { return [] }
             let key = "meta l4proto . ip daddr . th dport"
-            return ["iifname \(uplinkIngress) meta l4proto { tcp, udp } \(key) @\(Ruleset.mappingsMap) ct mark set ct zone meta mark set ct zone dnat ip to \(key) map @\(Ruleset.mappingsMap) comment \(nftQuote(Comment.endpointIndependent))"]
+            return ["iifname \(uplinkIngress) meta l4proto { tcp, udp } meta mark set \(key) map @\(Ruleset.mappingMarksMap) ct mark set meta mark dnat ip to \(key) map @\(Ruleset.mappingsMap) comment \(nftQuote(Comment.endpointIndependent))"]
         }
 
         var forwardAccept: [String] {
@@ -146,7 +155,8 @@ extension Ruleset {
             guard endpointIndependent else { return [] }
             let match = "oifname \(egress) ct direction original ct mark { \(marks) } ct original ip saddr \(nat.inside)"
             let rules = [NATTimers.Proto.udp, .tcp].map { p in
-                "\t\t\(match) meta l4proto \(p.rawValue) update @\(Ruleset.mappingsMap) { meta l4proto . ct reply ip daddr . ct reply proto-dst timeout \(NATTimers.learnedTimeout(p))s : ct original ip saddr . ct original proto-src } comment \(nftQuote(Comment.learn))"
+                let key = "meta l4proto . ct reply ip daddr . ct reply proto-dst timeout \(NATTimers.learnedTimeout(p))s"
+                return "\t\t\(match) meta l4proto \(p.rawValue) update @\(Ruleset.mappingsMap) { \(key) : ct original ip saddr . ct original proto-src } update @\(Ruleset.mappingMarksMap) { \(key) : ct mark } comment \(nftQuote(Comment.learn))"
             }
             return ["\tchain learn {\n\t\ttype filter hook postrouting priority srcnat + 1; policy accept;\n" + rules.joined(separator: "\n") + "\n\t}"]
         }
