@@ -232,6 +232,42 @@ struct InboundTests {
         }
     }
 
+    /// 150 concurrent inside ports of one subscriber, each sending to one destination and then to
+    /// another: every port keeps one public port, in the subscriber's block (RFC 4787 REQ-1).
+    @Test func manyConcurrentPortsKeepOneMappingEach() throws {
+        let lab = try poolLab("eim150")
+        let host = try #require(sharedAddressPair(lab)?.first)
+        let block = try #require(lab.portBlock(of: host))
+        try withLab(lab) { lab in
+            try withReflector(lab, port: 3478) { server in
+                try withReflector(lab, port: 3479) { _ in
+                    let script = """
+                        import socket,sys,time,select
+                        n,dst=int(sys.argv[1]),sys.argv[2]
+                        socks=[socket.socket(2,2) for i in range(n)]
+                        for s in socks: s.bind(("0.0.0.0",0))
+                        seen={}
+                        for port in (3478,3479):
+                            for s in socks: s.sendto(b"?",(dst,port))
+                            end=time.time()+3; got=0
+                            while time.time()<end and got<n:
+                                for s in select.select(socks,[],[],0.1)[0]:
+                                    seen.setdefault(s.getsockname()[1],set()).add(s.recv(100).decode()); got+=1
+                        print(len(seen), sum(1 for v in seen.values() if len(v)==1))
+                        print(" ".join(sorted(set().union(*seen.values()))))
+                        """
+                    let r = try runCommand(["ip", "netns", "exec", lab.namespaceName(host.name), "python3", "-c", script, "150", "\(server)"])
+                    let lines = r.output.split(separator: "\n")
+                    #expect(lines.first == "150 150", "answered, with one mapping: \(r.output.prefix(300))")
+                    let mapped = lines.dropFirst().first?.split(separator: " ") ?? []
+                    #expect(mapped.count == 150 && mapped.allSatisfy {
+                        let f = $0.split(separator: ":"); return f.count == 2 && f[0] == "\(block.publicAddress)" && block.ports.contains(UInt16(f[1]) ?? 0)
+                    }, "mappings outside \(block): \(mapped.prefix(5))")
+                }
+            }
+        }
+    }
+
     static let oneDatagram = """
         import socket,sys
         s=socket.socket(2,2); s.bind((sys.argv[1],int(sys.argv[2]))); s.settimeout(float(sys.argv[3]))
