@@ -55,7 +55,10 @@ public enum CheckRun {
         }
         // The ruleset lives in the router context; its libnftables socket is opened first, while
         // fds are still low (see RuleCounters).
-        let counters = try RuleCounters(contexts: [lab.router.name]) { try endpoint($0).namespaceFD }
+        // The bridges' source-binding tables live where the bridges are (netns: each domain's context).
+        let bridgeContexts = lab.router.subscribers.filter { lab.hosts(in: $0.name).count >= 2 }
+            .map { BridgeBinding.context(lab, domain: $0, backend: backend) }
+        let counters = try RuleCounters(contexts: [lab.router.name] + bridgeContexts) { try endpoint($0).namespaceFD }
         let matrix = try CheckMatrix(lab: lab, backend: backend, endpoint: endpoint, port: port)
 
         // The rules that stop the blocked rows, by handle in the kernel; their counters prove
