@@ -97,8 +97,8 @@ func listenOn(_ port: UInt16) throws -> Int32 {
     return fd
 }
 
-/// A connected socket from `source` (any free port) to `target:port`.
-func connectFrom(_ source: IPAddress, to target: IPAddress, port: UInt16) throws -> Int32 {
+/// A TCP socket bound to `source` (the port is left to connect), in the calling thread's namespace.
+func boundSocket(_ source: IPAddress) throws -> Int32 {
     let fd = try tcpSocket()
     // The port is chosen at connect time by the whole 4-tuple, not at bind: thousands of
     // connections in TIME_WAIT would otherwise use up the ephemeral range of the address.
@@ -107,9 +107,19 @@ func connectFrom(_ source: IPAddress, to target: IPAddress, port: UInt16) throws
     guard withSockaddr(socketAddress(source, 0), { bind(fd, $0, $1) }) == 0 else {
         let e = BenchFailure("bind \(source)"); close(fd); throw e
     }
+    return fd
+}
+
+func connectSocket(_ fd: Int32, from source: IPAddress, to target: IPAddress, port: UInt16) throws {
     guard withSockaddr(socketAddress(target, port), { connect(fd, $0, $1) }) == 0 else {
-        let e = BenchFailure("connect \(source) -> \(target):\(port)"); close(fd); throw e
+        throw BenchFailure("connect \(source) -> \(target):\(port)")
     }
+}
+
+/// A connected socket from `source` (any free port) to `target:port`.
+func connectFrom(_ source: IPAddress, to target: IPAddress, port: UInt16) throws -> Int32 {
+    let fd = try boundSocket(source)
+    do { try connectSocket(fd, from: source, to: target, port: port) } catch { close(fd); throw error }
     return fd
 }
 
@@ -247,32 +257,44 @@ func bulkRound(_ path: ThroughputPaths.Path, nsfd: Int32, target: IPAddress, sec
     }
 }
 
-/// `count` connect+close in a row from `source`, each to the next port of the server's range;
-/// returns the seconds they took (timed inside the namespace's thread).
-func connectionChunk(_ path: ThroughputPaths.Path, nsfd: Int32, target: IPAddress, count: Int, next: inout Int) throws -> Double {
+/// `count` connect+close in a row from `source`, each to the next port of the server's range
+/// (the warm-up).
+func connectionChunk(_ path: ThroughputPaths.Path, nsfd: Int32, target: IPAddress, count: Int, next: inout Int) throws {
     let start = next
     next += count
-    return try NetNamespace.run(in: nsfd) {
-        let t0 = monotonicMilliseconds()
+    try NetNamespace.run(in: nsfd) {
         for i in 0..<count {
-            let port = ThroughputServer.connBase + UInt16((start + i) % ThroughputServer.connPorts)
-            close(try connectFrom(path.source, to: target, port: port))
+            close(try connectFrom(path.source, to: target, port: ThroughputServer.connBase + UInt16((start + i) % ThroughputServer.connPorts)))
         }
-        return (monotonicMilliseconds() - t0) / 1000
     }
 }
 
-/// Connections per second of each path over one round of `count` each, the paths alternating
-/// every `chunk` connections (tens of milliseconds), so a burst of other work lands on both.
-func connectionRound(_ both: [(ThroughputPaths.Path, Int32)], target: IPAddress, count: Int, chunk: Int,
-                     firstIs first: Int, next: inout [Int]) throws -> [Double] {
-    var seconds = [0.0, 0.0], done = [0, 0]
-    while done[0] < count || done[1] < count {
-        for k in [first, 1 - first] where done[k] < count {
-            let n = min(chunk, count - done[k])
-            seconds[k] += try connectionChunk(both[k].0, nsfd: both[k].1, target: target, count: n, next: &next[k])
-            done[k] += n
+/// Connections per second of each path over one round of `count` each, alternating connection
+/// by connection, so that whatever else the machine does lands on both alike. Sockets are made
+/// in their namespaces in batches beforehand (a socket stays in the namespace it was made in
+/// and may be used from any thread); each connect+close is timed on its own, and only that counts.
+func connectionRound(_ both: [(ThroughputPaths.Path, Int32)], target: IPAddress, count: Int, batch: Int,
+                     firstIs first: Int, next: inout [Int], slow: inout [Int]) throws -> [Double] {
+    var seconds = [0.0, 0.0], done = 0
+    while done < count {
+        let n = min(batch, count - done)
+        var sockets = try both.map { p in try NetNamespace.run(in: p.1) { try (0..<n).map { _ in try boundSocket(p.0.source) } } }
+        defer { sockets.joined().filter { $0 >= 0 }.forEach { close($0) } }   // those a failure left open
+        for i in 0..<n {
+            for k in [first, 1 - first] {
+                let port = ThroughputServer.connBase + UInt16(next[k] % ThroughputServer.connPorts)
+                next[k] += 1
+                let t0 = monotonicMilliseconds()
+                try connectSocket(sockets[k][i], from: both[k].0.source, to: target, port: port)
+                close(sockets[k][i])
+                let ms = monotonicMilliseconds() - t0
+                seconds[k] += ms / 1000
+                // A SYN retransmitted (1 s) says a packet was lost: worth counting apart.
+                if ms > 200 { slow[k] += 1 }
+                sockets[k][i] = -1
+            }
         }
+        done += n
     }
     return [Double(count) / seconds[0], Double(count) / seconds[1]]
 }
@@ -301,7 +323,7 @@ func runThroughput(lab name: String, backend: Backend, rounds: Int, seconds: Dou
 
         print("cgnat-bench --tput: seed lab \(name), \(backend.rawValue) backend, NAT mapping \(mappingName(lab)); TCP to \(paths.uplink.name) \(paths.target)")
         print("  NAT path:    \(paths.nat.host.name) from \(paths.nat.source);  routed path: \(paths.routed.host.name) from \(paths.routed.source)")
-        print("  \(rounds) rounds, each: bulk \(fmt(seconds * 1000)) ms per path, \(connections) connect+close per path (in chunks of \(connectionChunkSize), alternating); paths alternate, and which goes first")
+        print("  \(rounds) rounds, each: bulk \(fmt(seconds * 1000)) ms per path, \(connections) connect+close per path (alternating connection by connection, each timed); paths alternate, and which goes first")
         print("  load average at the start: \(loadAverage())")
         // A warm-up round of each (neighbour entries, conntrack, TCP metrics), not counted.
         var next = [0, 0]
@@ -312,10 +334,24 @@ func runThroughput(lab name: String, backend: Backend, rounds: Int, seconds: Dou
         }
         print("  the server saw: NAT path as \(seen[0]), routed path as \(seen[1])")
         var bulk: [[Double]] = [[], []], conn: [[Double]] = [[], []]
+        var slow = [0, 0]
+        let routerFD = try NetNamespace.open(lab.namespaceName(lab.router.name))
+        fds.append(routerFD)
+        func routerStats() -> ConntrackStats? {
+            // /proc/thread-self/net: this thread's namespace (/proc/self/net is the main thread's).
+            (try? NetNamespace.run(in: routerFD) { () -> String? in
+                guard let f = fopen("/proc/thread-self/net/stat/nf_conntrack", "r") else { return nil }
+                defer { fclose(f) }
+                var text = "", line = [CChar](repeating: 0, count: 4096)
+                while fgets(&line, 4096, f) != nil { text += String(cString: line) }
+                return text
+            }).flatMap { $0 }.flatMap(ConntrackStats.parse)
+        }
+        let statsBefore = routerStats()
         for r in 0..<rounds {
             let order = r % 2 == 0 ? [0, 1] : [1, 0]
             for k in order { bulk[k].append(try bulkRound(both[k].0, nsfd: both[k].1, target: paths.target, seconds: seconds).bitsPerSecond) }
-            let rates = try connectionRound(both, target: paths.target, count: connections, chunk: connectionChunkSize, firstIs: order[1], next: &next)
+            let rates = try connectionRound(both, target: paths.target, count: connections, batch: connectionBatch, firstIs: order[1], next: &next, slow: &slow)
             conn[0].append(rates[0]); conn[1].append(rates[1])
             print("  round \(pad(String(r + 1), 2)): bulk NAT \(gbit(bulk[0][r])) routed \(gbit(bulk[1][r])) Gbit/s  ratio \(ratio(bulk[0][r] / bulk[1][r]))"
                   + "   conn/s NAT \(pad(String(Int(conn[0][r])), 6)) routed \(pad(String(Int(conn[1][r])), 6))  ratio \(ratio(conn[0][r] / conn[1][r]))")
@@ -323,6 +359,10 @@ func runThroughput(lab name: String, backend: Backend, rounds: Int, seconds: Dou
         let bn = median(bulk[0]), br = median(bulk[1]), cn = median(conn[0]), cr = median(conn[1])
         let bulkRatios = median(zip(bulk[0], bulk[1]).map { $0 / $1 }), connRatios = median(zip(conn[0], conn[1]).map { $0 / $1 })
         print("  load average at the end:   \(loadAverage())")
+        print("  connections slower than 200 ms (a lost SYN is retransmitted after 1 s): NAT \(slow[0]), routed \(slow[1])")
+        if let a = statsBefore, let b = routerStats() {
+            print("  router conntrack during the rounds: " + ConntrackStats.watched.map { n in "\(n) +\((b[n] ?? 0) &- (a[n] ?? 0))" }.joined(separator: ", "))
+        }
         print("  median bulk:    NAT \(gbit(bn)) Gbit/s, routed \(gbit(br)) Gbit/s; NAT/routed \(format3(bn / br)) (median of per-round ratios \(format3(bulkRatios)))  target >= 0.95: \(bn / br >= 0.95 ? "met" : "NOT met")")
         print("  median conn/s:  NAT \(Int(cn)), routed \(Int(cr)); NAT/routed \(format3(cn / cr)) (median of per-round ratios \(format3(connRatios)))  target >= 0.95: \(cn / cr >= 0.95 ? "met" : "NOT met")")
     } catch {
@@ -333,8 +373,8 @@ func runThroughput(lab name: String, backend: Backend, rounds: Int, seconds: Dou
     cleanup()
 }
 
-/// Connections per path between switches to the other path.
-let connectionChunkSize = 100
+/// Sockets made ahead per path (their creation is not timed).
+let connectionBatch = 200
 
 /// /proc/loadavg's first three fields: the bench shares the machine, and says how busy it was.
 private func loadAverage() -> String {
