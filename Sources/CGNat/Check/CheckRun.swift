@@ -74,7 +74,9 @@ public enum CheckRun {
             // the router, and the router routing it into the domain, so only the policy stops it.
             let routes = try ProbeRouteSet(phase.routes) { try endpoint($0).namespaceFD }
             defer { routes.remove() }
-            counters.resetBaseline()
+            counters.resetBaseline(only: Set((phase.probes + phase.pairs.flatMap { [$0.first, $0.second] }).compactMap { p -> RuleRef? in
+                if case .rule(let r)? = p.blockedBy { return r } else { return nil }
+            }))
             results += runChecks(probes: phase.probes, pairs: phase.pairs, options: options, evidence: counters)
         }
         guard running.stillUp else { throw running.wentDown }
