@@ -274,7 +274,7 @@ func connectionChunk(_ path: ThroughputPaths.Path, nsfd: Int32, target: IPAddres
 /// in their namespaces in batches beforehand (a socket stays in the namespace it was made in
 /// and may be used from any thread); each connect+close is timed on its own, and only that counts.
 func connectionRound(_ both: [(ThroughputPaths.Path, Int32)], target: IPAddress, count: Int, batch: Int,
-                     firstIs first: Int, next: inout [Int], slow: inout [Int]) throws -> [Double] {
+                     firstIs first: Int, next: inout [Int], slow: inout [Int], latencies: inout [[Double]]) throws -> [Double] {
     var seconds = [0.0, 0.0], done = 0
     while done < count {
         let n = min(batch, count - done)
@@ -289,6 +289,7 @@ func connectionRound(_ both: [(ThroughputPaths.Path, Int32)], target: IPAddress,
                 close(sockets[k][i])
                 let ms = monotonicMilliseconds() - t0
                 seconds[k] += ms / 1000
+                latencies[k].append(ms)
                 // A SYN retransmitted (1 s) says a packet was lost: worth counting apart.
                 if ms > 200 { slow[k] += 1 }
                 sockets[k][i] = -1
@@ -335,6 +336,7 @@ func runThroughput(lab name: String, backend: Backend, rounds: Int, seconds: Dou
         print("  the server saw: NAT path as \(seen[0]), routed path as \(seen[1])")
         var bulk: [[Double]] = [[], []], conn: [[Double]] = [[], []]
         var slow = [0, 0]
+        var latencies: [[Double]] = [[], []]
         let routerFD = try NetNamespace.open(lab.namespaceName(lab.router.name))
         fds.append(routerFD)
         func routerStats() -> ConntrackStats? {
@@ -351,7 +353,7 @@ func runThroughput(lab name: String, backend: Backend, rounds: Int, seconds: Dou
         for r in 0..<rounds {
             let order = r % 2 == 0 ? [0, 1] : [1, 0]
             for k in order { bulk[k].append(try bulkRound(both[k].0, nsfd: both[k].1, target: paths.target, seconds: seconds).bitsPerSecond) }
-            let rates = try connectionRound(both, target: paths.target, count: connections, batch: connectionBatch, firstIs: order[1], next: &next, slow: &slow)
+            let rates = try connectionRound(both, target: paths.target, count: connections, batch: connectionBatch, firstIs: order[1], next: &next, slow: &slow, latencies: &latencies)
             conn[0].append(rates[0]); conn[1].append(rates[1])
             print("  round \(pad(String(r + 1), 2)): bulk NAT \(gbit(bulk[0][r])) routed \(gbit(bulk[1][r])) Gbit/s  ratio \(ratio(bulk[0][r] / bulk[1][r]))"
                   + "   conn/s NAT \(pad(String(Int(conn[0][r])), 6)) routed \(pad(String(Int(conn[1][r])), 6))  ratio \(ratio(conn[0][r] / conn[1][r]))")
@@ -364,6 +366,9 @@ func runThroughput(lab name: String, backend: Backend, rounds: Int, seconds: Dou
             print("  router conntrack during the rounds: " + ConntrackStats.watched.map { n in "\(n) +\((b[n] ?? 0) &- (a[n] ?? 0))" }.joined(separator: ", "))
         }
         print("  median bulk:    NAT \(gbit(bn)) Gbit/s, routed \(gbit(br)) Gbit/s; NAT/routed \(format3(bn / br)) (median of per-round ratios \(format3(bulkRatios)))  target >= 0.95: \(bn / br >= 0.95 ? "met" : "NOT met")")
+        // Robust to the preemptions of a shared machine, which lengthen single connections.
+        let ln = median(latencies[0]), lr = median(latencies[1])
+        print("  median connect+close: NAT \(Int((ln * 1000).rounded())) us, routed \(Int((lr * 1000).rounded())) us; as a rate NAT/routed \(format3(lr / ln))")
         print("  median conn/s:  NAT \(Int(cn)), routed \(Int(cr)); NAT/routed \(format3(cn / cr)) (median of per-round ratios \(format3(connRatios)))  target >= 0.95: \(cn / cr >= 0.95 ? "met" : "NOT met")")
     } catch {
         fputs("cgnat-bench --tput: \(error); cleaning up\n", stderr)
