@@ -7,14 +7,18 @@
 // for N < 100) brought up and down by cgnat against the same plan as `ip -batch` files
 // (`cgnat render --batch`), Mininet 2.3 (N hosts on LinuxBridge switches, no controller, run in a
 // namespace of its own so the host's is never touched) and the kernel floor (N namespaces and N
-// veths, nothing else). Runs are spaced: each waits until the kernel has freed the namespaces
+// veths, nothing else).
+//
+// `--tput [--seconds S] [--connections N]`: TCP bulk throughput and connections per second
+// through the NAT against the routed path of the seed lab, `--runs` alternating rounds
+// (Throughput.swift). Runs are spaced: each waits until the kernel has freed the namespaces
 // of the one before (net_namespace objects in /proc/slabinfo), which it does asynchronously.
 import CGNat
 import Glibc
 import Netlink
 
 func usage() -> Never {
-    fputs("usage: cgnat-bench [--runs N] [--backend netns|vrf] [--cgnat PATH] [--lab NAME] [--scale N,N,... [--no-mininet]]\n", stderr)
+    fputs("usage: cgnat-bench [--runs N] [--backend netns|vrf] [--cgnat PATH] [--lab NAME] [--scale N,N,... [--no-mininet]] [--tput [--seconds S] [--connections N]]\n", stderr)
     exit(2)
 }
 
@@ -24,6 +28,9 @@ var cgnat: String?
 var scales: [Int] = []
 var mininet = true
 var lab = "cgbench"
+var tput = false
+var tputSeconds = 1.0
+var tputConnections = 2000
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -37,6 +44,9 @@ while !args.isEmpty {
         guard !scales.isEmpty, scales.allSatisfy({ $0 >= 1 && ($0 < 100 || $0 % 10 == 0) && $0 <= 10_000 }) else { usage() }
         args.removeFirst()
     case "--no-mininet": mininet = false
+    case "--tput": tput = true
+    case "--seconds": guard let v = args.first, let x = Double(v), x > 0, x <= 60 else { usage() }; tputSeconds = x; args.removeFirst()
+    case "--connections": guard let v = args.first, let n = Int(v), n >= 4, n <= 100_000 else { usage() }; tputConnections = n; args.removeFirst()
     case "--lab": guard let v = args.first, (try? LabName.validate(v)) != nil else { usage() }; lab = v; args.removeFirst()
     default: usage()
     }
@@ -87,6 +97,10 @@ func fmt(_ v: Double) -> String {
 guard let be = Backend(rawValue: backend) else { usage() }
 if !scales.isEmpty {
     runScaled(scales, backend: be, runs: runs, mininet: mininet)
+    exit(0)
+}
+if tput {
+    runThroughput(lab: lab, backend: be, rounds: runs, seconds: tputSeconds, connections: tputConnections)
     exit(0)
 }
 let plan: Plan

@@ -72,7 +72,7 @@ import Netlink
         for backend in Backend.allCases {
             let m = matrix(backend)
             let blocked = m.probes.filter { $0.expect == .blocked }
-            #expect(blocked.count == 5)
+            #expect(blocked.count == 7)
             let unsolicited = RuleRef(context: "main", table: "cgnat", chain: "forward", comment: Ruleset.Comment.unsolicited)
             for p in blocked where p.kind == .unsolicited {
                 #expect(p.blockedBy == .rule(unsolicited) && p.evidence == .counted(unsolicited), "\(p.name)")
@@ -82,11 +82,24 @@ import Netlink
             for p in blocked where p.kind == .crossDomainV4 {
                 #expect(p.blockedBy == .rule(cross) && p.evidence == .reject, "\(p.name)")
             }
-            // Each named rule is in the ruleset the plan loads, with its comment.
-            let plan = backend == .netns ? Plan.netns(Lab.seed()) : Plan.vrf(Lab.seed())
+            // blue_c1 sends with blue_c2's addresses (one row per family); the bridge's binding drops it.
+            let bind = BridgeBinding.unboundRule(Lab.seed(), domain: Lab.seed().router.subscribers[0], backend: backend)
+            #expect(bind.context == (backend == .netns ? "main:blue" : "main") && bind.family == "bridge")
+            let spoof = blocked.filter { $0.kind == .spoofNeighbour }
+            #expect(spoof.map(\.bindAddress) == [IPAddress("100.64.0.2"), IPAddress("2001:db8:b:10::2")])
+            #expect(spoof.allSatisfy { $0.from.context == "blue_c1" && $0.target.context == "main:blue" && $0.targetInterface == "br-blue" })
+            #expect(spoof.allSatisfy { $0.blockedBy == .rule(bind) && $0.evidence == .counted(bind) && $0.proto == .udp })
+            // Each named rule is in a ruleset the plan loads, with its comment, in its context's namespace.
+            let lab = Lab.seed()
+            let plan = backend == .netns ? Plan.netns(lab) : Plan.vrf(lab)
             for p in blocked {
                 guard case .rule(let r)? = p.blockedBy else { Issue.record("\(p.name) names no rule"); continue }
-                #expect(plan.ruleset.text.contains("comment \"\(r.comment)\""), "\(r)")
+                let ns = lab.context(named: r.context, backend: backend)!.namespace
+                let loaded = plan.steps.contains { step in
+                    if case .loadRuleset(ns, let text) = step { return text.contains("table \(r.family) \(r.table) {") && text.contains("comment \"\(r.comment)\"") }
+                    return false
+                }
+                #expect(loaded, "\(r)")
             }
         }
     }
@@ -108,7 +121,7 @@ import Netlink
         if case .rule(let r)? = rows[1].blockedBy { #expect(r.comment == Ruleset.Comment.unsolicited) } else { Issue.record("no rule") }
         // Nothing in the policy stops it: the row can only wait (and a leak fails it).
         #expect(rows[2].evidence == .wait && rows[2].target.context == "uplink")
-        #expect(CheckMatrix.rowCount(lab) == 40)
+        #expect(CheckMatrix.rowCount(lab) == 42)
         lab.expectations = [Expectation(from: "green_c1", to: IPAddress("192.0.2.1")!, proto: .icmp, outcome: .reach)]
         #expect(throws: UsageError.self) {
             _ = try CheckMatrix(lab: lab, backend: .netns, endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 1 })
@@ -131,7 +144,9 @@ import Netlink
             // unsolicited rows: every subscriber whose address is not the router's own (the first of each domain)
             let unsolicited = 3 * (subscribers - d)
             let pairs = d > 1 ? 3 * n * s.samePortPerAddress : 0
-            return subscribers * perSubscriber + neighbourRows + unsolicited + 1 + pairs
+            // One spoofed-source row per family in each domain of two or more hosts.
+            let spoof = n >= 2 ? 2 * d : 0
+            return subscribers * perSubscriber + neighbourRows + unsolicited + 1 + pairs + spoof
         }
         for (d, n) in [(10, 100), (10, 50), (2, 50), (3, 7)] {
             let lab = Lab.seedScaled(domains: d, perDomain: n)
@@ -158,7 +173,7 @@ import Netlink
                 #expect(kinds[h.name]?[.unsolicited] == (own ? nil : 3), "\(h.name)")
             }
         }
-        #expect(CheckMatrix.rowCount(Lab.seedScaled(domains: 10, perDomain: 100)) == 11471)
+        #expect(CheckMatrix.rowCount(Lab.seedScaled(domains: 10, perDomain: 100)) == 11491)
     }
 
     @Test func samePortPairsCoverThreeProtocols() {
@@ -174,8 +189,8 @@ import Netlink
 
     @Test func bothBackendsHaveTheSameRows() {
         #expect(matrix(.netns).probes.map(\.name) == matrix(.vrf).probes.map(\.name))
-        // The seed's 37 rows: its pairs are all within the sample.
-        #expect(CheckMatrix.rowCount(Lab.seed()) == 37)
+        // The seed's 39 rows: its pairs are all within the sample.
+        #expect(CheckMatrix.rowCount(Lab.seed()) == 39)
     }
 }
 

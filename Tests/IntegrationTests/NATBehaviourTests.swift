@@ -217,6 +217,15 @@ struct AntiSpoofTests {
             for a in ["198.18.0.1/32", "2001:db8:dead::1/128"] {
                 #expect(try runCommand(["ip", "netns", "exec", ns, "ip", "addr", "add", a, "dev", h.interface, "nodad"]).status == 0)
             }
+            // The bridge's source binding would drop these first (SourceBindingTests): bind them to
+            // the host's port there, so only the router's rules are left in their way.
+            let d = try #require(lab.domain(named: dn))
+            let bridgeNS = BridgeBinding.bridgeNamespace(lab, domain: d, backend: .netns)
+            for (set, a) in [(BridgeBinding.v4Set, "198.18.0.1"), (BridgeBinding.v6Set, "2001:db8:dead::1")] {
+                let add = try runCommand(["ip", "netns", "exec", bridgeNS, "nft", "add", "element", "bridge", BridgeBinding.tableName, set,
+                                          "{ \"\(h.name)\" . \(a) }"])
+                #expect(add.status == 0, "\(add.output)")
+            }
             let p4 = try runCommand(["ip", "netns", "exec", ns, "ping", "-c2", "-i0.2", "-W1", "-I", "198.18.0.1", "\(server4)"])
             let p6 = try runCommand(["ip", "netns", "exec", ns, "ping", "-6", "-c2", "-i0.2", "-W1", "-I", "2001:db8:dead::1", "\(server6)"])
             #expect(p4.status != 0 && p6.status != 0, "a spoofed ping got an answer: \(p4.output) \(p6.output)")

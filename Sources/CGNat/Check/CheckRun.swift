@@ -55,7 +55,10 @@ public enum CheckRun {
         }
         // The ruleset lives in the router context; its libnftables socket is opened first, while
         // fds are still low (see RuleCounters).
-        let counters = try RuleCounters(contexts: [lab.router.name]) { try endpoint($0).namespaceFD }
+        // The bridges' source-binding tables live where the bridges are (netns: each domain's context).
+        let bridgeContexts = lab.router.subscribers.filter { lab.hosts(in: $0.name).count >= 2 }
+            .map { BridgeBinding.context(lab, domain: $0, backend: backend) }
+        let counters = try RuleCounters(contexts: [lab.router.name] + bridgeContexts) { try endpoint($0).namespaceFD }
         let matrix = try CheckMatrix(lab: lab, backend: backend, endpoint: endpoint, port: port)
 
         // The rules that stop the blocked rows, by handle in the kernel; their counters prove
@@ -71,7 +74,9 @@ public enum CheckRun {
             // the router, and the router routing it into the domain, so only the policy stops it.
             let routes = try ProbeRouteSet(phase.routes) { try endpoint($0).namespaceFD }
             defer { routes.remove() }
-            counters.resetBaseline()
+            counters.resetBaseline(only: Set((phase.probes + phase.pairs.flatMap { [$0.first, $0.second] }).compactMap { p -> RuleRef? in
+                if case .rule(let r)? = p.blockedBy { return r } else { return nil }
+            }))
             results += runChecks(probes: phase.probes, pairs: phase.pairs, options: options, evidence: counters)
         }
         guard running.stillUp else { throw running.wentDown }

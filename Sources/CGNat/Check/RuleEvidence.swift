@@ -65,10 +65,10 @@ public final class RuleCounters: DropEvidence, @unchecked Sendable {
         return out
     }
 
-    private func readAll() throws -> [(RuleRef, Listed?)] {
+    private func readAll(_ only: [RuleRef]? = nil) throws -> [(RuleRef, Listed?)] {
         var out: [(RuleRef, Listed?)] = []
         var listings: [String: [(table: String, family: String, rule: Listed)]] = [:]
-        for ref in refs {
+        for ref in only ?? refs {
             // The chain, not the table: a table's listing carries its port-block maps, thousands
             // of elements formatted as JSON on every read (this runs every half millisecond).
             let key = "\(ref.context) \(ref.family) \(ref.table) \(ref.chain)"
@@ -106,8 +106,11 @@ public final class RuleCounters: DropEvidence, @unchecked Sendable {
     public func refresh() {
         pthread_mutex_lock(&mutex)
         let snapshot = firedCount
+        // Only the rules with probes not yet covered: each rule's chain is one listing, and with a
+        // bridge table per domain a listing of every chain on every pass starves the probes.
+        let pending = refs.filter { snapshot[$0, default: 0] > coveredUpTo[$0, default: 0] }
         pthread_mutex_unlock(&mutex)
-        guard !snapshot.isEmpty, let read = try? readAll() else { return }
+        guard !pending.isEmpty, let read = try? readAll(pending) else { return }
         pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }
         for (ref, listed) in read {
             guard let l = listed, handles[ref] == l.handle, let packets = l.packets else { continue }
@@ -118,8 +121,10 @@ public final class RuleCounters: DropEvidence, @unchecked Sendable {
     }
 
     /// A new phase: counts start again from the counters as they are now.
-    public func resetBaseline() {
-        let read = (try? readAll()) ?? []
+    /// `only`: the rules the phase's rows name (nil: all); the others are not fired in it, and
+    /// each rule's chain is a listing of its own (one per domain for the bridge tables).
+    public func resetBaseline(only: Set<RuleRef>? = nil) {
+        let read = (try? readAll(only.map { o in refs.filter { o.contains($0) } })) ?? []
         pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }
         for (ref, listed) in read {
             if let l = listed, let p = l.packets { baseline[ref] = p; current[ref] = p }

@@ -449,6 +449,12 @@ final class ProbeCheck {
         }
         _ = enableRecvErr(fd, family)
         if p.proto != .icmp { _ = setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) }
+        if p.kind == .spoofNeighbour {
+            // Sending from an address that is not this host's: bind allows it with IP_TRANSPARENT,
+            // and the route lookup too (FLOWI_FLAG_ANYSRC; IP_FREEBIND covers only the bind).
+            _ = family == .v4 ? setIntOption(fd, Int32(SOL_IP), 19 /* IP_TRANSPARENT */, 1)
+                              : setIntOption(fd, Int32(SOL_IPV6), 75 /* IPV6_TRANSPARENT */, 1)
+        }
         if p.bindAddress != nil || p.sourcePort != nil {
             guard bindSocket(fd, p.bindAddress ?? .any(family), port: p.sourcePort ?? 0) else {
                 let e = errno

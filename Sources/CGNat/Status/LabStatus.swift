@@ -27,6 +27,8 @@ public enum LabStatus {
         public var showsConntrack: Bool
         /// nf_conntrack_count and nf_conntrack_max of the namespace (the router's).
         public var table: (count: Int, max: Int)? = nil
+        /// The namespace's conntrack statistics (the router's): clashes, drops, evictions.
+        public var stats: ConntrackStats? = nil
 
         public init(context: Context, interfaces: [Interface], routes: [String] = [], rules: [String] = [],
                     conntrack: [ConntrackEntry] = [], showsConntrack: Bool = false) {
@@ -115,6 +117,8 @@ public enum LabStatus {
                    let m = readSmallFile("/proc/sys/net/netfilter/nf_conntrack_max").flatMap({ Int($0.filter(\.isNumber)) }) {
                     status.table = (c, m)
                 }
+                // /proc/self/net is the main thread's namespace; thread-self is this thread's.
+                if showsConntrack { status.stats = readSmallFile("/proc/thread-self/net/stat/nf_conntrack").flatMap(ConntrackStats.parse) }
                 return status
             }
             out.append(s)

@@ -19,6 +19,13 @@ public enum StatusFormat {
             guard let t = c.table, t.max > 0, t.count * 5 >= t.max * 4 else { continue }
             out += "warning: the conntrack table of \(c.context.name) is \(t.count * 100 / t.max)% full (\(t.count) of \(t.max)); new flows are dropped or evict unreplied ones when it is full, and nf_conntrack_max cannot be raised from inside a namespace\n"
         }
+        for c in r.contexts {
+            guard let st = c.stats else { continue }
+            let lost = ["insert_failed", "drop", "early_drop"].compactMap { n in st[n].flatMap { $0 > 0 ? "\(n) \($0)" : nil } }
+            if !lost.isEmpty {
+                out += "warning: conntrack of \(c.context.name) has lost flows since the lab came up: \(lost.joined(separator: ", ")) (insert_failed: two flows of one tuple at once; drop/early_drop: no room in the table)\n"
+            }
+        }
         return out
     }
 
@@ -51,9 +58,15 @@ public enum StatusFormat {
         for rule in c.rules { out += "  rule \(rule)\n" }
         if c.showsConntrack {
             out += "  conntrack: \(c.conntrack.count) entr\(c.conntrack.count == 1 ? "y" : "ies")" + (c.table.map { " (table \($0.count) of \($0.max))" } ?? "") + "\n"
+            if let st = c.stats { out += "  conntrack statistics: " + statistics(st) + "\n" }
             for e in c.conntrack.prefix(20) { out += "    \(LabStatus.describe(e))\n" }
         }
         return out
+    }
+
+    /// `insert_failed 0, drop 0, early_drop 0, clashres 2` (the counters a CGN watches).
+    static func statistics(_ st: ConntrackStats) -> String {
+        st.watchedCounters.map { "\($0.name) \($0.value)" }.joined(separator: ", ")
     }
 
     /// Up and carrying traffic: administratively up, and the kernel says so too.
@@ -162,6 +175,14 @@ public enum StatusFormat {
                     ("rules", .array(c.rules.map { .string($0) })),
                 ]
                 if c.showsConntrack {
+                    fields.append(("conntrack_table", c.table.map { t in
+                        .object([("count", .int(Int64(t.count))), ("max", .int(Int64(t.max))),
+                                 ("percent", .int(Int64(t.max > 0 ? t.count * 100 / t.max : 0))),
+                                 ("near_full", .bool(t.max > 0 && t.count * 5 >= t.max * 4))])
+                    } ?? .null))
+                    fields.append(("conntrack_statistics", c.stats.map { st in
+                        .object(st.counters.map { ($0.name, .int(Int64(clamping: $0.value))) })
+                    } ?? .null))
                     fields.append(("conntrack", .array(c.conntrack.map { e in
                         .object([
                             ("summary", .string(LabStatus.describe(e))),

@@ -185,6 +185,25 @@ public struct CheckMatrix {
             }
         }
 
+        // Per-port source binding (BridgeBinding): in each domain of two or more hosts, the first
+        // sends with the second's address, one row per family, to the domain's gateway, where it
+        // is looked for on the bridge. UDP: a datagram socket may send from an address that is not
+        // its host's (IP_TRANSPARENT), an ICMP echo socket may not.
+        for d in r.subscribers {
+            let local = hosts(in: d.name)
+            guard local.count >= 2 else { continue }
+            let (h, o) = (local[0], local[1])
+            let ref = BridgeBinding.unboundRule(lab, domain: d, backend: backend)
+            for f in [IPFamily.v4, .v6] {
+                let theirs = f == .v4 ? v4(o).first { r.nat.inside.contains($0) } : v6(o)
+                guard let g = gateway(d, f), let spoofed = theirs, !h.addresses.contains(where: { $0.address == spoofed }) else { continue }
+                phases[0].probes.append(Probe(
+                    name: "udp \(g) sent from \(spoofed) (\(o.name)'s address)", from: try endpoint(h.name), bindAddress: spoofed,
+                    sourcePort: port(), destination: g, proto: .udp, target: try endpoint("\(r.name):\(d.name)"),
+                    targetInterface: d.bridge, expect: .blocked, kind: .spoofNeighbour, blockedBy: .rule(ref), evidence: .counted(ref)))
+            }
+        }
+
         // From the uplink: routed addresses are reached without NAT, IPv6 is routed in, and
         // nothing else inside can be opened over IPv4.
         var occurrences: [IPAddress: Int] = [:]

@@ -137,6 +137,8 @@ extension Plan {
             interDomain: .links(r.subscribers.map(transfer)),
             hairpinOut: lab.hairpinning ? Conventions.hairpinOut : nil, hairpinIn: lab.hairpinning ? Conventions.hairpinIn : nil))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
+        // Per-port source binding on every subscriber bridge (BridgeBinding.swift).
+        steps += bridgeBindingSteps(lab, backend: .netns)
         // Start and stop times for the NAT mapping log; must be on before flows exist.
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))
         for t in NATTimers.sysctls { steps.append(.sysctl(namespace: main, key: t.key, value: t.value)) }

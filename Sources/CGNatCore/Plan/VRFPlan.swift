@@ -94,6 +94,8 @@ extension Plan {
             }),
             hairpinOut: lab.hairpinning ? Conventions.hairpinOut : nil, hairpinIn: lab.hairpinning ? Conventions.hairpinIn : nil))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
+        // Per-port source binding on every subscriber bridge (BridgeBinding.swift).
+        steps += bridgeBindingSteps(lab, backend: .vrf)
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))
         for t in NATTimers.sysctls { steps.append(.sysctl(namespace: main, key: t.key, value: t.value)) }
         return Plan(lab: lab, backend: .vrf, steps: steps.steps, contexts: lab.contexts(backend: .vrf), ruleset: ruleset)

@@ -52,6 +52,8 @@ public enum RowKind: String, Sendable, CaseIterable, CustomStringConvertible {
     case unsolicited
     case routerUplink = "router-uplink"
     case samePort = "same-port"
+    /// A host sends with its bridge neighbour's address: the bridge's source binding drops it.
+    case spoofNeighbour = "spoof-neighbour"
     case expectation
     public var description: String { rawValue }
 }
