@@ -35,12 +35,15 @@ public enum Syslog {
             params.append(("proto", String(e.protocolNumber)))
             if let a = e.inside { params.append(("inside", a.description)); params.append(("insidePort", String(e.insidePort))) }
             if let a = e.outside { params.append(("outside", a.description)); params.append(("outsidePort", String(e.outsidePort))) }
+            // ICMP has an echo id in the port fields, and no destination port.
+            let ports = e.protocolNumber != 1 && e.protocolNumber != 58
             if let a = e.destination {
-                params.append(("destination", a.description)); params.append(("destinationPort", String(e.destinationPort)))
+                params.append(("destination", a.description))
+                if ports { params.append(("destinationPort", String(e.destinationPort))) }
             }
             text = "\(e.kind == .sessionCreate ? "session create" : "session delete") proto \(e.protocolNumber)"
                 + " \(e.inside.map { "\($0):\(e.insidePort)" } ?? "-") -> \(e.outside.map { "\($0):\(e.outsidePort)" } ?? "-")"
-                + (e.destination.map { " to \($0):\(e.destinationPort)" } ?? "")
+                + (e.destination.map { ports ? " to \($0):\(e.destinationPort)" : " to \($0)" } ?? "")
         case .portBlockAllocation, .portBlockDeallocation:
             if let a = e.inside { params.append(("inside", a.description)) }
             if let a = e.outside { params.append(("outside", a.description)) }

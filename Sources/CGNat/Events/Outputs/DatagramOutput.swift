@@ -176,6 +176,7 @@ class DatagramOutput: EventOutput {
 
     private func senderLoop() {
         var pendingPreamble = preamble[...]
+        let preambleTotal = preamble.count
         preamble = []
         while true {
             var batch: [NATLogEvent] = []
@@ -204,9 +205,11 @@ class DatagramOutput: EventOutput {
             let now = EventFormatter.realtimeNow() / 1_000_000
             for d in encoder.periodic(nowMs: now, monotonicMs: monotonicMilliseconds()) { _ = send(d) }
             // Port blocks at start go out in slices between the live events, so a large policy
-            // does not hold the session log back.
+            // does not hold the session log back, paced (about 30,000 a second) so that a
+            // collector with a default socket buffer keeps up with the burst.
             if !pendingPreamble.isEmpty {
-                let slice = pendingPreamble.prefix(512)
+                if pendingPreamble.count < preambleTotal { usleep(2000) }
+                let slice = pendingPreamble.prefix(64)
                 pendingPreamble = pendingPreamble.dropFirst(slice.count)
                 batch = Array(slice) + batch
             }
