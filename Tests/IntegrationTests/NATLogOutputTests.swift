@@ -367,6 +367,34 @@ struct NATLogOutputTests {
         }
     }
 
+    /// The lab going down while events runs: every block of the policy is released on the outputs
+    /// (they were allocated at start), before `down`'s grace period ends the process.
+    @Test func blocksAreReleasedWhenTheLabGoesDown() throws {
+        guard access(cgnatBinary, X_OK) == 0 else { Issue.record("no cgnat binary at \(cgnatBinary): set CGNAT_BIN"); return }
+        let lab = Lab.seed(name: testLabName("ipfixr"))
+        _ = try LabControl.up(lab, backend: .netns)
+        defer { _ = try? Teardown.down(lab: lab.name) }
+        let policy = try #require(lab.portBlockPolicy)
+        let blocks = lab.router.subscribers.count * policy.insideCount
+        let syslog = try DatagramCollector()
+        defer { _ = syslog.finish() }
+        let events = try Child(cgnatBinary, ["events", "--lab", lab.name, "--syslog", "127.0.0.1:\(syslog.port)"])
+        defer { events.stop() }
+        usleep(800_000)
+        _ = try Teardown.down(lab: lab.name)
+        #expect(events.wait() == 1, "events says the lab went down")
+        usleep(200_000)
+        let lines = syslog.finish().map { String(decoding: $0, as: UTF8.self) }
+        let alloc = lines.filter { $0.contains(" BLOCK_ALLOC [") }, release = lines.filter { $0.contains(" BLOCK_RELEASE [") }
+        #expect(alloc.count == blocks && release.count == blocks, "\(alloc.count) allocated, \(release.count) released of \(blocks)")
+        for h in lab.hosts {
+            guard let b = lab.portBlock(of: h) else { continue }
+            #expect(release.contains { $0.contains("event=\"17\"") && $0.contains("outside=\"\(b.publicAddress)\" portStart=\"\(b.ports.lowerBound)\" portEnd=\"\(b.ports.upperBound)\"") },
+                    "no release of \(h.name)'s block")
+        }
+        #expect(events.stderr.contains("delivered \(2 * blocks) events, dropped 0"), "\(events.stderr)")
+    }
+
     /// A receiver that does not read (a unix datagram socket nobody reads: it pushes back) and a
     /// collector port nobody listens on (refused): both outputs drop and count, stdout keeps every event.
     @Test func outputsThatCannotDeliverDropAndCountWhileStdoutKeepsEveryEvent() throws {
