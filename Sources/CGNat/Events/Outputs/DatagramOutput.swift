@@ -28,7 +28,7 @@ public enum DatagramTarget: Equatable, Sendable, CustomStringConvertible {
             port = text[text.index(after: colon)...]
         }
         guard !host.isEmpty, let p = UInt16(port), p > 0 else {
-            throw UsageError("\(option) '\(text)' is not HOST:PORT (e.g. 127.0.0.1:4739, [::1]:4739) or a socket path")
+            throw UsageError("\(option) '\(text)' is not HOST:PORT (e.g. 127.0.0.1:4739, [::1]:4739)" + (option == "--syslog" ? " or a socket path" : ""))
         }
         return .udp(host: String(host), port: p)
     }
