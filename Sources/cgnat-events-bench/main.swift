@@ -5,13 +5,15 @@
 // router's namespace: `cgnat events --json`, then `conntrack -E -o timestamp` on the same load.
 // Ground truth for flows created: the packet counter of the router's SNAT rule (a nat chain sees
 // only the first packet of each connection). Both loggers write into a pipe the bench counts NEW
-// lines from. Traffic stays between the lab's own namespaces.
+// lines from. Traffic stays between the lab's own namespaces. Then the same load with each NAT-log
+// output of `cgnat events` (--ipfix, --syslog) to a collector of the bench's own on the host's
+// loopback, which counts the session-create records it receives.
 import CGNat
 import Glibc
 import Netlink
 
 func usage() -> Never {
-    fputs("usage: cgnat-events-bench [--duration SECONDS] [--rate FLOWS_PER_S] [--runs N] [--cgnat PATH] [--conntrack-buffer BYTES]\n", stderr)
+    fputs("usage: cgnat-events-bench [--duration SECONDS] [--rate FLOWS_PER_S] [--runs N] [--cgnat PATH] [--conntrack-buffer BYTES] [--lab NAME]\n", stderr)
     exit(2)
 }
 
@@ -20,6 +22,7 @@ var rate = 0           // 0 = as fast as one sender thread goes
 var runs = 1
 var cgnat: String?
 var conntrackBuffer: Int?
+var labName = "cgevbench"
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -31,6 +34,7 @@ while !args.isEmpty {
     case "--runs": guard let n = Int(v), n > 0 else { usage() }; runs = n
     case "--cgnat": cgnat = v
     case "--conntrack-buffer": guard let b = Int(v), b > 0 else { usage() }; conntrackBuffer = b
+    case "--lab": guard (try? LabName.validate(v)) != nil else { usage() }; labName = v
     default: usage()
     }
 }
@@ -39,7 +43,6 @@ let selfPath = CommandLine.arguments[0]
 let binary = cgnat ?? (selfPath.contains("/") ? String(selfPath[..<selfPath.lastIndex(of: "/")!]) + "/cgnat" : "cgnat")
 guard access(binary, X_OK) == 0 else { fputs("cgnat-events-bench: \(binary) not found; pass --cgnat PATH\n", stderr); exit(1) }
 
-let labName = "cgevbench"
 let lab = Lab.seed(name: labName)
 let mainNS = lab.namespaceName(lab.router.name)
 /// The sender: the first subscriber, from its first IPv4 address (NATed on the way out).
@@ -178,6 +181,78 @@ final class LineCounter {
     func end() { thread?.join(); close(fd) }
 }
 
+// MARK: collectors of the NAT-log outputs
+
+/// A UDP collector on the host's loopback (where collectors run: cgnat opens its output sockets
+/// in the namespace it was started in) that counts the session-create records it receives.
+final class CollectorCounter {
+    let fd: Int32
+    let port: UInt16
+    let creates: ([UInt8]) -> Int
+    var received = 0, datagrams = 0
+    var lastArrival = 0.0
+    private var stop: sig_atomic_t = 0
+    private var thread: OSThread?
+
+    init(creates: @escaping ([UInt8]) -> Int) {
+        self.creates = creates
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        self.fd = fd
+        var size: Int32 = 64 << 20
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, 4)
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        sa.sin_addr.s_addr = inAddr(IPAddress("127.0.0.1")!)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &sa) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else { die("collector socket on 127.0.0.1") }
+        port = UInt16(bigEndian: sa.sin_port)
+    }
+
+    func begin() {
+        thread = OSThread { [self] in
+            var buf = [UInt8](repeating: 0, count: 65536)
+            while stop == 0 {
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&p, 1, 100) > 0 else { continue }
+                while true {
+                    let n = recv(fd, &buf, buf.count, Int32(MSG_DONTWAIT))
+                    if n <= 0 { break }
+                    datagrams += 1
+                    received += creates(Array(buf[0..<n]))
+                    lastArrival = monotonicMilliseconds()
+                }
+            }
+        }
+    }
+
+    func end() { stop = 1; thread?.join(); close(fd) }
+
+    /// NAT44 session creates in an IPFIX message: natEvent 4 in the data sets of the session templates.
+    static func ipfixCreates(_ m: [UInt8]) -> Int {
+        var i = 16, n = 0
+        while i + 4 <= m.count {
+            let set = Int(m[i]) << 8 | Int(m[i + 1]), len = Int(m[i + 2]) << 8 | Int(m[i + 3])
+            guard len >= 4, i + len <= m.count else { break }
+            if let t = IPFIX.Template.all.first(where: { $0.id == set }), t == .sessionWithDestination || t == .session {
+                var r = i + 4
+                while r + t.recordLength <= i + len {
+                    if m[r + t.recordLength - 1] == IPFIX.NATEvent.nat44SessionCreate { n += 1 }
+                    r += t.recordLength
+                }
+            }
+            i += len
+        }
+        return n
+    }
+
+    static func syslogCreates(_ d: [UInt8]) -> Int {
+        LineCounter.contains(d[...], Array(" SESSION_CREATE [".utf8)) ? 1 : 0
+    }
+}
+
 // MARK: load
 
 /// Sinks on the uplink (never read: the flows only have to pass the router).
@@ -266,12 +341,16 @@ struct Measurement {
     var flowRate: Double { Double(flows) / seconds }
     var eventRate: Double { logSeconds > 0 ? Double(new + resyncNew) / logSeconds : 0 }
     var lost: Int { max(0, flows - new) }
+    /// With a NAT-log output: creates its collector received, and what cgnat said it delivered and dropped.
+    var output: String?
+    var received = 0, delivered = 0, dropped = 0, receiveSeconds = 0.0
     var unlogged: Int { max(0, flows - new - resyncNew) }
 }
 
 func measure(tool: String, argv: [String], newMarker: String, resync: String?, overrun: String?, overrunInStderr: String?,
-             sender: Int32, base: Int) -> Measurement {
+             sender: Int32, base: Int, collector: CollectorCounter? = nil) -> Measurement {
     flushConntrack()
+    collector?.begin()
     let errPath = "/tmp/cgnat-events-bench.\(getpid()).err"
     defer { unlink(errPath) }
     let child = start(argv, errPath: errPath)
@@ -285,7 +364,8 @@ func measure(tool: String, argv: [String], newMarker: String, resync: String?, o
     let waitEnd = monotonicMilliseconds() + 10_000
     while monotonicMilliseconds() < waitEnd {
         usleep(100_000)
-        if monotonicMilliseconds() - max(counter.lastNew, t0 + seconds * 1000) > 1000 { break }
+        let last = max(counter.lastNew, collector?.lastArrival ?? 0, t0 + seconds * 1000)
+        if monotonicMilliseconds() - last > 1000 { break }
     }
     let flows = snatCounter() - before
     kill(child.pid, SIGINT)
@@ -302,6 +382,20 @@ func measure(tool: String, argv: [String], newMarker: String, resync: String?, o
     m.overruns = counter.overrunLines
     if let marker = overrunInStderr {
         m.overruns = readFile(errPath).components(marker)
+    }
+    if let collector {
+        usleep(200_000)
+        collector.end()
+        m.output = tool
+        m.received = collector.received
+        m.receiveSeconds = max(seconds, (collector.lastArrival - t0) / 1000)
+        // "cgnat events: ipfix 127.0.0.1:PORT: delivered N events, dropped M"
+        for line in readFile(errPath).split(separator: "\n") where line.contains(": delivered ") {
+            let words = line.split(separator: " ").map(String.init)
+            func after(_ w: String) -> Int? { words.firstIndex(of: w).flatMap { $0 + 1 < words.count ? Int(words[$0 + 1]) : nil } }
+            m.delivered = after("delivered") ?? -1
+            m.dropped = after("dropped") ?? -1
+        }
     }
     flushConntrack()
     return m
@@ -331,6 +425,12 @@ func report(_ m: Measurement) {
     if m.resyncNew > 0 || m.tool.hasPrefix("cgnat") {
         print("    recovered by resync:          \(m.resyncNew); mappings never logged: \(m.unlogged)")
     }
+    if m.output != nil {
+        // Lost by the output: creates the reader logged on stdout that never reached the collector.
+        let lost = max(0, m.new + m.resyncNew - m.received)
+        print("    session creates at collector: \(m.received) = \(fmt(Double(m.received) / m.receiveSeconds)) events/s (over \(fmt(m.receiveSeconds, 2)) s); "
+              + "lost on the way from stdout's \(m.new + m.resyncNew): \(lost); cgnat says delivered \(m.delivered), dropped \(m.dropped)")
+    }
 }
 
 // MARK: main
@@ -359,6 +459,18 @@ for run in 0..<runs {
         results[tool, default: []].append(m)
         if runs > 1 { print("  run \(run + 1): \(tool): \(m.flows) flows, \(m.new) NEW, \(m.resyncNew) resync, \(m.overruns) overruns") }
     }
+    // The same load with each NAT-log output on (stdout too: what the outputs add to the reader).
+    for (flag, counts) in [("--ipfix", CollectorCounter.ipfixCreates), ("--syslog", CollectorCounter.syslogCreates)] {
+        if base + Int(duration * 400_000) > maxFlows { base = 0 }
+        let c = CollectorCounter(creates: counts)
+        let tool = "cgnat events --json \(flag) 127.0.0.1:\(c.port)"
+        let m = measure(tool: tool, argv: [binary, "events", "--lab", labName, "--json", "--no-existing", flag, "127.0.0.1:\(c.port)"],
+                        newMarker: "\"event\":\"new\"", resync: "\"resync\":true", overrun: "\"event\":\"overrun\"", overrunInStderr: nil,
+                        sender: sender, base: base, collector: c)
+        base += m.sent
+        results[flag, default: []].append(m)
+        if runs > 1 { print("  run \(run + 1): \(tool): \(m.flows) flows, \(m.received) creates received, dropped \(m.dropped)") }
+    }
 }
 sinks.forEach { close($0) }
 close(sender)
@@ -366,10 +478,19 @@ _ = try? Teardown.down(lab: labName)
 
 print("results (last run of each):")
 let ours = results.first { $0.key.hasPrefix("cgnat") }!.value.last!
+let outputs = ["--ipfix", "--syslog"].compactMap { results[$0]?.last }
 let theirs = results.first { $0.key.hasPrefix("conntrack") }!.value.last!
 report(ours)
 report(theirs)
+outputs.forEach(report)
 let oursRate = Double(ours.new + ours.resyncNew) / ours.logSeconds, theirsRate = Double(theirs.new) / theirs.logSeconds
 print("  ratios cgnat / conntrack: events/s \(fmt(oursRate / max(theirsRate, 1), 2))x, "
       + "flows/s under the logger \(fmt(ours.flowRate / max(theirs.flowRate, 1), 2))x, "
       + "share of mappings logged \(fmt(Double(ours.new + ours.resyncNew) / Double(max(ours.flows, 1)) * 100, 1)) % vs \(fmt(Double(theirs.new) / Double(max(theirs.flows, 1)) * 100, 1)) %")
+
+for o in outputs {
+    let rate = Double(o.received) / o.receiveSeconds
+    print("  \(o.tool.split(separator: " ")[3]) output / conntrack -E: events/s \(fmt(rate / max(theirsRate, 1), 2))x; "
+          + "logged on stdout \(o.new + o.resyncNew), received by the collector \(o.received), lost \(max(0, o.new + o.resyncNew - o.received)), "
+          + "flows the NAT created \(o.flows)")
+}

@@ -14,6 +14,10 @@ struct CGNatCommand: ParsableCommand {
             other command then works on it by its name (--lab).
             """,
         subcommands: [Up.self, Down.self, Status.self, Check.self, Exec.self, Shell.self, Tmux.self, Events.self, Render.self, Trace.self, Validate.self, Graph.self, WhoisCommand.self])
+
+    static func main() {
+        main(Events.spellOutBareSyslog(Array(CommandLine.arguments.dropFirst())))
+    }
 }
 
 struct LabOptions: ParsableArguments {
