@@ -1,0 +1,590 @@
+import CNetlinkShim
+import Glibc
+import Netlink
+
+/// `cgnat conformance`: RFC 5780-style probes through the running lab, from its own namespaces,
+/// plus the router's settings and live ruleset; the verdicts come from `Conformance.evaluate`.
+public enum ConformanceRun {
+    public struct Result: Sendable {
+        public var report: ConformanceReport
+        public var evidence: ConformanceEvidence
+        public var wallMilliseconds: Double
+        /// The subscribers the probes ran from.
+        public var subscribers: [String]
+        /// The uplink's receiver addresses (A, B) and ports (p, q).
+        public var receivers: [FlowEndpoint]
+    }
+
+    /// How long a probe waits for a packet that may never come (negative outcomes).
+    static let waitMilliseconds = 300.0
+    /// How long the unsolicited SYN waits for an answer before the drop counters are read.
+    public static let synWaitMilliseconds = 500
+    /// The pause between two readings of a mapping's conntrack timer (RFC 4787 REQ-6).
+    static let refreshPauseMilliseconds = 1500
+
+    public static func run(_ running: RunningLab) throws -> Result {
+        try LabControl.requireRoot("cgnat conformance")
+        let start = monotonicMilliseconds()
+        let prober = try ConformanceProber(running)
+        defer { prober.cleanup() }
+        let evidence = prober.measure()
+        guard running.stillUp else { throw running.wentDown }
+        return Result(report: Conformance.evaluate(lab: running.lab, evidence: evidence), evidence: evidence,
+                      wallMilliseconds: monotonicMilliseconds() - start, subscribers: prober.chosen.map(\.name),
+                      receivers: prober.receivers)
+    }
+
+    /// The subscribers to probe: two that share an inside IPv4 address in different domains (the
+    /// collision case; they also hairpin to each other), and one more if the lab has it.
+    public static func chooseSubscribers(_ lab: Lab) -> (chosen: [Host], pair: [Host]?) {
+        let inside = lab.router.nat.inside
+        let subscribers = lab.hosts.filter { h in
+            guard case .domain = h.attachment else { return false }
+            return h.addresses.contains { $0.family == .v4 && inside.contains($0.address) }
+        }.sorted { $0.name < $1.name }
+        func address(_ h: Host) -> IPAddress { h.addresses.first { $0.family == .v4 && inside.contains($0.address) }!.address }
+        func domain(_ h: Host) -> String { if case .domain(let d) = h.attachment { return d }; return "" }
+        var pair: [Host]?
+        outer: for (i, a) in subscribers.enumerated() {
+            for b in subscribers[(i + 1)...] where address(a) == address(b) && domain(a) != domain(b) {
+                pair = [a, b]
+                break outer
+            }
+        }
+        var chosen = pair ?? Array(subscribers.prefix(1))
+        if let other = subscribers.first(where: { s in !chosen.contains { $0.name == s.name } }) { chosen.append(other) }
+        return (chosen, pair)
+    }
+}
+
+/// One run's probes; every socket, the temporary receiver address and the temporary reject rule
+/// on the uplink go in `cleanup`, also when a probe failed.
+final class ConformanceProber {
+    let running: RunningLab
+    let lab: Lab
+    let uplink: Host
+    let chosen: [Host]
+    let pair: [Host]?
+    let sockets = ConfSockets()
+    var namespaceFDs: [String: Int32] = [:]
+    var devices: [String: String] = [:]
+    var tokens = TokenMaker()
+    var usedPorts = Set<UInt16>()
+    var e = ConformanceEvidence()
+
+    let a: IPAddress
+    var b: IPAddress
+    var p: UInt16 = 0
+    var q: UInt16 = 0
+    var temporaryAddress: (RouteSocket, Int32, IPPrefix)?
+    var temporaryTable = false
+    var udpRx: [FlowEndpoint: Int32] = [:]
+    var tcpRx: [FlowEndpoint: Int32] = [:]
+    var uplinkCapture: Int32 = -1
+
+    var receivers: [FlowEndpoint] { [FlowEndpoint(a, p), FlowEndpoint(a, q), FlowEndpoint(b, p), FlowEndpoint(b, q)] }
+    var wait: Double { ConformanceRun.waitMilliseconds }
+    static let temporaryTableName = "cgnat_conformance"
+
+    init(_ running: RunningLab) throws {
+        self.running = running
+        lab = running.lab
+        guard let up = lab.uplinkHost else {
+            throw UsageError("lab '\(lab.name)' has no uplink host: conformance probes need one to receive them")
+        }
+        uplink = up
+        let inside = lab.router.nat.inside
+        guard let primary = (up.loopbackAddresses + up.addresses).first(where: { $0.family == .v4 && !inside.contains($0.address) })?.address else {
+            throw UsageError("uplink host \(up.name) of lab '\(lab.name)' has no IPv4 address outside the inside prefix \(inside): conformance probes need one")
+        }
+        a = primary
+        b = primary
+        (chosen, pair) = ConformanceRun.chooseSubscribers(lab)
+        guard !chosen.isEmpty else { throw UsageError("lab '\(lab.name)' has no subscriber with an inside IPv4 address: nothing to probe") }
+        do {
+            try setUp()
+        } catch {
+            cleanup()
+            throw error
+        }
+    }
+
+    func ns(_ context: String) throws -> Int32 {
+        if let fd = namespaceFDs[context] { return fd }
+        let (ctx, fd) = try running.open(context: context)
+        namespaceFDs[context] = fd
+        if let v = ctx.vrf { devices[context] = v }
+        return fd
+    }
+
+    func port() -> UInt16 {
+        // Fresh ports every run: a fixed TCP port fails the next run (TIME_WAIT).
+        while true {
+            let p = UInt16.random(in: 20000...60000)
+            if usedPorts.insert(p).inserted { return p }
+        }
+    }
+
+    func insideAddress(_ h: Host) -> IPAddress {
+        h.addresses.first { $0.family == .v4 && lab.router.nat.inside.contains($0.address) }!.address
+    }
+
+    /// Receivers on two addresses of the uplink and two ports each (UDP and TCP), and a capture
+    /// of what arrives there.
+    func setUp() throws {
+        let upNS = try ns(uplink.name)
+        b = try secondAddress(upNS)
+        p = port()
+        q = port()
+        for r in receivers {
+            udpRx[r] = try sockets.socket(.udp, ns: upNS, device: nil, bind: r.address, port: r.port, what: "udp receiver \(r)")
+            tcpRx[r] = try sockets.socket(.tcp, ns: upNS, device: nil, bind: r.address, port: r.port, listen: true, what: "tcp receiver \(r)")
+        }
+        uplinkCapture = try sockets.capture(ns: upNS, interface: uplink.interface)
+    }
+
+    /// The uplink's second receiver address: its link address when a subscriber can reach it
+    /// (outside the inside prefix and every domain's prefixes), else a temporary /32 on its lo,
+    /// one that nothing in the lab uses, removed again in `cleanup`.
+    func secondAddress(_ upNS: Int32) throws -> IPAddress {
+        let inside = lab.router.nat.inside
+        let domainPrefixes = lab.router.subscribers.flatMap { $0.addresses + $0.routed }.filter { $0.family == .v4 }
+        let reachable = uplink.addresses.filter { prefix in
+            prefix.family == .v4 && prefix.address != a && !inside.contains(prefix.address)
+                && !domainPrefixes.contains { $0.contains(prefix.address) }
+        }
+        if let link = reachable.first { return link.address }
+        var owned = Set(lab.hosts.flatMap { ($0.addresses + $0.loopbackAddresses).map(\.address) })
+        owned.formUnion(lab.router.uplink.addresses.map(\.address))
+        for k in UInt64(16)..<UInt64(250) {
+            let c = a.advanced(by: k)
+            if owned.contains(c) || inside.contains(c) || lab.router.nat.pool.contains(where: { $0.contains(c) })
+                || domainPrefixes.contains(where: { $0.contains(c) }) { continue }
+            let sock = try NetNamespace.run(in: upNS) { try RouteSocket() }
+            let prefix = IPPrefix(c, 32)
+            do {
+                let lo = try sock.linkIndex("lo")
+                try sock.addAddress(index: lo, prefix)
+                temporaryAddress = (sock, lo, prefix)
+            } catch let err as NetlinkError where err.errno == EEXIST {
+                // Someone else's (a concurrent run): use it, leave it.
+                sock.close()
+                continue
+            } catch {
+                sock.close()
+                throw error
+            }
+            return c
+        }
+        throw UsageError("no free address next to \(a) for a second receiver on \(uplink.name)")
+    }
+
+    func cleanup() {
+        sockets.closeAll()
+        if let (sock, index, prefix) = temporaryAddress {
+            try? sock.deleteAddress(index: index, prefix)
+            sock.close()
+            temporaryAddress = nil
+        }
+        if temporaryTable, let fd = namespaceFDs[uplink.name] {
+            _ = try? NetNamespace.run(in: fd) { try Nftables().run("delete table inet \(ConformanceProber.temporaryTableName)") }
+            temporaryTable = false
+        }
+        namespaceFDs.values.forEach { close($0) }
+        namespaceFDs = [:]
+    }
+
+    /// Runs `body`; a failure is written down as the probe's problem, the other probes go on.
+    func step(_ name: String, _ body: () throws -> Void) {
+        do { try body() } catch { e.problems[name] = "\(error)" }
+    }
+
+    func measure() -> ConformanceEvidence {
+        var udp: [String: (fd: Int32, inside: FlowEndpoint, mapped: FlowEndpoint?)] = [:]
+        var tcp: [String: (inside: FlowEndpoint, mapped: FlowEndpoint?)] = [:]
+        step("udp mapping") { udp = try udpMappings() }
+        step("udp collision") { try udpCollision() }
+        step("low port") { try lowPort() }
+        step("udp filtering") { try udpFiltering() }
+        step("udp hairpin") { try udpHairpin(udp) }
+        step("tcp mapping") { tcp = try tcpMappings() }
+        step("tcp collision") { try tcpCollision() }
+        step("tcp hairpin") { try tcpHairpin(tcp) }
+        step("icmp mapping") { try icmpMappings() }
+        step("icmp error") { try udpErrorInbound() }
+        step("tcp icmp error") { try tcpErrorInbound() }
+        step("icmp error outbound") { try udpErrorOutbound() }
+        step("ruleset") { try readRouter() }
+        step("unsolicited syn") { try unsolicitedSYN() }
+        step("refresh") { try refresh() }
+        return e
+    }
+
+    // MARK: UDP
+
+    /// Sends one token from `fd` to each destination and reads where each arrived.
+    func udpFlows(_ fd: Int32, to destinations: [FlowEndpoint]) -> [MappingObservation.Flow] {
+        let sent = destinations.map { d -> (FlowEndpoint, [UInt8]) in
+            let t = tokens.make()
+            _ = sendDatagram(fd, t, to: d)
+            return (d, t)
+        }
+        return sent.map { d, t in
+            MappingObservation.Flow(destination: d, mapped: receiveDatagram(udpRx[d]!, within: wait) { data, _ in data.starts(with: t) })
+        }
+    }
+
+    func udpSocket(_ h: Host, port: UInt16) throws -> Int32 {
+        try sockets.socket(.udp, ns: try ns(h.name), device: devices[h.name], bind: insideAddress(h), port: port, what: "udp at \(h.name)")
+    }
+
+    func udpMappings() throws -> [String: (fd: Int32, inside: FlowEndpoint, mapped: FlowEndpoint?)] {
+        var out: [String: (fd: Int32, inside: FlowEndpoint, mapped: FlowEndpoint?)] = [:]
+        for h in chosen {
+            let x = port()
+            let fd = try udpSocket(h, port: x)
+            let inside = FlowEndpoint(insideAddress(h), x)
+            let flows = udpFlows(fd, to: receivers)
+            e.udpMappings.append(MappingObservation(subscriber: h.name, proto: "udp", inside: inside, flows: flows))
+            out[h.name] = (fd, inside, flows.first?.mapped)
+        }
+        return out
+    }
+
+    /// The two subscribers of one inside address, the same port, each destination at once.
+    func udpCollision() throws {
+        guard let pair else { return }
+        let z = port()
+        let fds = try pair.map { try udpSocket($0, port: z) }
+        var sent: [[(FlowEndpoint, [UInt8])]] = [[], []]
+        for d in receivers {
+            for i in 0..<2 {
+                let t = tokens.make()
+                _ = sendDatagram(fds[i], t, to: d)
+                sent[i].append((d, t))
+            }
+        }
+        for i in 0..<2 {
+            let flows = sent[i].map { d, t in
+                MappingObservation.Flow(destination: d, mapped: receiveDatagram(udpRx[d]!, within: wait) { data, _ in data.starts(with: t) })
+            }
+            e.udpCollision.append(MappingObservation(subscriber: pair[i].name, proto: "udp", inside: FlowEndpoint(insideAddress(pair[i]), z), flows: flows))
+        }
+    }
+
+    func lowPort() throws {
+        let h = chosen[0]
+        var fd: Int32 = -1
+        var low: UInt16 = 0
+        for _ in 0..<8 {
+            low = UInt16.random(in: 600...1000)
+            if let f = try? udpSocket(h, port: low) { fd = f; break }
+        }
+        guard fd >= 0 else { throw ProbeSetupError(message: "no free well-known port at \(h.name)") }
+        e.lowPortMapping = MappingObservation(subscriber: h.name, proto: "udp", inside: FlowEndpoint(insideAddress(h), low),
+                                              flows: udpFlows(fd, to: [FlowEndpoint(a, p)]))
+    }
+
+    /// One outbound packet to A:p, then packets to its mapping from A:p, A:q and B:p.
+    func udpFiltering() throws {
+        let h = chosen[0]
+        let fd = try udpSocket(h, port: port())
+        let ap = FlowEndpoint(a, p)
+        guard let m = udpFlows(fd, to: [ap])[0].mapped else {
+            throw ProbeSetupError(message: "\(h.name)'s datagram to \(ap) did not arrive")
+        }
+        let same = tokens.make(), otherPort = tokens.make(), otherAddress = tokens.make()
+        _ = sendDatagram(udpRx[FlowEndpoint(a, q)]!, otherPort, to: m)
+        _ = sendDatagram(udpRx[FlowEndpoint(b, p)]!, otherAddress, to: m)
+        _ = sendDatagram(udpRx[ap]!, same, to: m)
+        var got = Set<[UInt8]>()
+        let deadline = probeNow() + wait
+        while got.count < 3 {
+            let left = deadline - probeNow()
+            if left <= 0 { break }
+            _ = receiveDatagram(fd, within: left) { data, _ in
+                for t in [same, otherPort, otherAddress] where data.starts(with: t) { got.insert(t); return true }
+                return false
+            }
+        }
+        e.udpFiltering = FilteringObservation(subscriber: h.name, mapping: m, fromSameEndpoint: got.contains(same),
+                                              fromOtherPort: got.contains(otherPort), fromOtherAddress: got.contains(otherAddress))
+    }
+
+    /// The first chosen subscriber sends to the second one's public mapping (learned by the
+    /// uplink receiver in the mapping probe).
+    func udpHairpin(_ udp: [String: (fd: Int32, inside: FlowEndpoint, mapped: FlowEndpoint?)]) throws {
+        guard chosen.count >= 2 else { return }
+        let x = chosen[0].name, y = chosen[1].name
+        guard let sx = udp[x], let sy = udp[y], let target = sy.mapped else {
+            throw ProbeSetupError(message: "the mapping probe gave no public mapping of \(y)")
+        }
+        let t = tokens.make()
+        _ = sendDatagram(sx.fd, t, to: target)
+        let seen = receiveDatagram(sy.fd, within: wait) { data, _ in data.starts(with: t) }
+        e.udpHairpin = HairpinObservation(proto: "udp", sender: x, receiver: y, target: target, senderMapping: sx.mapped,
+                                          seenSource: seen, waitedMilliseconds: Int(wait))
+    }
+
+    // MARK: TCP
+
+    func tcpSockets(_ h: Host, port: UInt16, count: Int) throws -> [Int32] {
+        try (0..<count).map { _ in
+            try sockets.socket(.tcp, ns: try ns(h.name), device: devices[h.name], bind: insideAddress(h), port: port, what: "tcp at \(h.name)")
+        }
+    }
+
+    func tcpMappings() throws -> [String: (inside: FlowEndpoint, mapped: FlowEndpoint?)] {
+        var out: [String: (inside: FlowEndpoint, mapped: FlowEndpoint?)] = [:]
+        for h in chosen {
+            let x = port()
+            let fds = try tcpSockets(h, port: x, count: receivers.count)
+            let clients = zip(fds, receivers).map { TCPConnectProbe.Client(token: tokens.make(), fd: $0, destination: $1) }
+            let found = TCPConnectProbe.run(clients, listeners: tcpRx, within: wait * 2)
+            let flows = clients.map { MappingObservation.Flow(destination: $0.destination, mapped: found[$0.token]) }
+            let inside = FlowEndpoint(insideAddress(h), x)
+            e.tcpMappings.append(MappingObservation(subscriber: h.name, proto: "tcp", inside: inside, flows: flows))
+            out[h.name] = (inside, flows.first?.mapped)
+        }
+        return out
+    }
+
+    func tcpCollision() throws {
+        guard let pair else { return }
+        let z = port()
+        var clients: [[TCPConnectProbe.Client]] = []
+        for h in pair {
+            let fds = try tcpSockets(h, port: z, count: receivers.count)
+            clients.append(zip(fds, receivers).map { TCPConnectProbe.Client(token: tokens.make(), fd: $0, destination: $1) })
+        }
+        let found = TCPConnectProbe.run(clients[0] + clients[1], listeners: tcpRx, within: wait * 2)
+        for i in 0..<2 {
+            e.tcpCollision.append(MappingObservation(subscriber: pair[i].name, proto: "tcp", inside: FlowEndpoint(insideAddress(pair[i]), z),
+                                                     flows: clients[i].map { .init(destination: $0.destination, mapped: found[$0.token]) }))
+        }
+    }
+
+    /// A SYN from the first subscriber to the second one's TCP mapping, looked for at the second
+    /// one's own interface (it has no listener there; the SYN arriving is what counts).
+    func tcpHairpin(_ tcp: [String: (inside: FlowEndpoint, mapped: FlowEndpoint?)]) throws {
+        guard chosen.count >= 2 else { return }
+        let x = chosen[0], y = chosen[1]
+        guard let ty = tcp[y.name], let target = ty.mapped else {
+            throw ProbeSetupError(message: "the TCP mapping probe gave no public mapping of \(y.name)")
+        }
+        let capture = try sockets.capture(ns: try ns(y.name), interface: y.interface)
+        let fd = try tcpSockets(x, port: port(), count: 1)[0]
+        _ = SocketAddress(target.address, port: target.port).withPointer { connect(fd, $0, $1) }
+        let seen = waitCapture(capture, tokenLength: TokenMaker.length, within: wait) {
+            $0.proto == .tcp && $0.destinationPort == ty.inside.port && $0.destination == ty.inside.address
+        }
+        e.tcpHairpin = HairpinObservation(proto: "tcp", sender: x.name, receiver: y.name, target: target,
+                                          senderMapping: tcp[x.name]?.mapped, seenSource: seen.map { FlowEndpoint($0.source, $0.port) },
+                                          waitedMilliseconds: Int(wait))
+        sockets.close(fd)
+        sockets.close(capture)
+    }
+
+    // MARK: ICMP
+
+    /// Echo requests from one identifier to both receiver addresses: the identifier each
+    /// arrived with at the uplink, when it was also answered.
+    func icmpMappings() throws {
+        for h in chosen {
+            let id = port()
+            let fd = try sockets.socket(.icmp, ns: try ns(h.name), device: devices[h.name], bind: insideAddress(h), port: id, what: "icmp echo at \(h.name)")
+            var flows: [MappingObservation.Flow] = []
+            for d in [a, b] {
+                let t = tokens.make()
+                let packet: [UInt8] = [8, 0, 0, 0, 0, 0, 0, 1] + t
+                _ = sendDatagram(fd, packet, to: FlowEndpoint(d, 0))
+                let seen = waitCapture(uplinkCapture, tokenLength: TokenMaker.length, within: wait) { $0.proto == .icmp && $0.token == t }
+                let answered = receiveDatagram(fd, within: wait) { data, _ in
+                    data.count >= 8 && data[0] == 0 && data.withUnsafeBytes { containsBytes($0, from: 8, t) }
+                } != nil
+                flows.append(.init(destination: FlowEndpoint(d, 0), mapped: answered ? seen.map { FlowEndpoint($0.source, $0.port) } : nil))
+            }
+            e.icmpMappings.append(MappingObservation(subscriber: h.name, proto: "icmp", inside: FlowEndpoint(insideAddress(h), id), flows: flows))
+        }
+    }
+
+    /// A datagram to a port of the uplink where nothing listens: its port unreachable must reach
+    /// the sender's socket (only a translated error, whose quoted packet is the one sent, does),
+    /// and the next datagram of the same flow must leave with the same mapping.
+    func udpErrorInbound() throws {
+        let h = chosen[0]
+        let w = port()
+        let fd = try udpSocket(h, port: w)
+        let closed = FlowEndpoint(a, port())
+        let flow = "udp \(h.name) \(insideAddress(h)):\(w) -> \(closed)"
+        let t1 = tokens.make()
+        _ = sendDatagram(fd, t1, to: closed)
+        let before = waitCapture(uplinkCapture, tokenLength: TokenMaker.length, within: wait) { $0.proto == .udp && $0.token == t1 }
+        let err = receiveError(fd, within: wait)
+        _ = socketError(fd)
+        e.udpErrorInbound = ICMPErrorObservation(flow: flow, received: err?.text, type: err?.type, code: err?.code, from: err?.from)
+        let t2 = tokens.make()
+        _ = sendDatagram(fd, t2, to: closed)
+        let after = waitCapture(uplinkCapture, tokenLength: TokenMaker.length, within: wait) { $0.proto == .udp && $0.token == t2 }
+        e.mappingAfterError = MappingAfterError(flow: flow, before: before.map { FlowEndpoint($0.source, $0.port) },
+                                                after: after.map { FlowEndpoint($0.source, $0.port) })
+    }
+
+    /// A SYN to a port the uplink refuses with ICMP port unreachable (a temporary rule there).
+    func tcpErrorInbound() throws {
+        let h = chosen[0]
+        let refused = FlowEndpoint(a, port())
+        let upNS = try ns(uplink.name)
+        let table = ConformanceProber.temporaryTableName
+        try NetNamespace.run(in: upNS) {
+            try Nftables().run("""
+                add table inet \(table)
+                flush table inet \(table)
+                add chain inet \(table) input { type filter hook input priority -10; policy accept; }
+                add rule inet \(table) input ip daddr \(refused.address) tcp dport \(refused.port) reject with icmpx type port-unreachable
+                """)
+        }
+        temporaryTable = true
+        let fd = try tcpSockets(h, port: port(), count: 1)[0]
+        _ = SocketAddress(refused.address, port: refused.port).withPointer { connect(fd, $0, $1) }
+        let err = receiveError(fd, within: wait)
+        let flow = "tcp \(h.name) -> \(refused) (refused there with ICMP port unreachable)"
+        if let err {
+            e.tcpErrorInbound = ICMPErrorObservation(flow: flow, received: err.text, type: err.type, code: err.code, from: err.from)
+        } else {
+            let se = socketError(fd)
+            e.tcpErrorInbound = ICMPErrorObservation(flow: flow, received: se == 0 ? nil : "\(errnoText(se)) without an ICMP error in the queue")
+        }
+        sockets.close(fd)
+    }
+
+    /// The subscriber's flow to A:p ends (its socket closes); A:p then sends to the mapping, the
+    /// subscriber answers port unreachable, and that error must reach A:p from the public address.
+    func udpErrorOutbound() throws {
+        let h = chosen[0]
+        let fd = try udpSocket(h, port: port())
+        let ap = FlowEndpoint(a, p)
+        let rx = udpRx[ap]!
+        guard let m = udpFlows(fd, to: [ap])[0].mapped else { throw ProbeSetupError(message: "\(h.name)'s datagram to \(ap) did not arrive") }
+        sockets.close(fd)
+        _ = drainErrorQueue(rx)
+        _ = socketError(rx)
+        _ = sendDatagram(rx, tokens.make(), to: m)
+        let err = receiveError(rx, within: wait)
+        _ = socketError(rx)
+        e.udpErrorOutbound = ICMPErrorObservation(flow: "udp \(ap) -> \(h.name)'s mapping \(m) after its socket closed",
+                                                  received: err?.text, type: err?.type, code: err?.code, from: err?.from)
+        e.udpErrorOutboundMapping = m
+    }
+
+    // MARK: router
+
+    func routerRuleset() throws -> String {
+        try NetNamespace.run(in: try ns(lab.router.name)) { try Nftables().run("list ruleset") }
+    }
+
+    func readRouter() throws {
+        let names = ConformanceSettings.all
+        let values: [String: Int] = try NetNamespace.run(in: try ns(lab.router.name)) {
+            var out: [String: Int] = [:]
+            for n in names {
+                if let text = readSmallFile("/proc/sys/net/netfilter/\(n)"), let v = Int(text.filter { !$0.isWhitespace }) { out[n] = v }
+            }
+            return out
+        }
+        e.settings = values
+        let lines = try routerRuleset().split(separator: "\n").map { $0.trimmingSpaces() }
+        e.helperRules = lines.filter { $0.contains("ct helper") }
+        e.quotaRules = lines.filter { $0.contains("ct count over") }
+        e.relatedRules = lines.filter { $0.contains("ct state") && $0.contains("related") && $0.contains("accept") }
+    }
+
+    /// Drop rules' packet counters by rule text (the counter left out), summed over equal rules.
+    func dropCounters() throws -> [String: Int] {
+        var out: [String: Int] = [:]
+        for raw in try routerRuleset().split(separator: "\n") {
+            let line = raw.trimmingSpaces()
+            guard line.contains(" drop") || line.hasSuffix("drop"), let r = line.firstRange(of: "counter packets ") else { continue }
+            let rest = line[r.upperBound...]
+            let n = Int(rest.prefix { $0.isNumber }) ?? 0
+            // "counter packets N bytes M" out of the key, so the key is stable across readings.
+            var key = String(line[..<r.lowerBound])
+            if let bytes = rest.firstRange(of: "bytes ") {
+                key += rest[bytes.upperBound...].drop { $0.isNumber }
+            }
+            out[key, default: 0] += n
+        }
+        return out
+    }
+
+    /// A SYN from the uplink to the public address on a port nothing maps. An answer (a reset or
+    /// an ICMP error) within the wait fails REQ-4; silence is evidence only together with a drop
+    /// rule whose counter covered the SYN, since a dropped packet is never answered later.
+    func unsolicitedSYN() throws {
+        let target = FlowEndpoint(lab.router.nat.publicAddress, port())
+        let before = try dropCounters()
+        let fd = try sockets.socket(.tcp, ns: try ns(uplink.name), device: nil, bind: a, port: port(), what: "tcp at \(uplink.name)")
+        let sentAt = probeNow()
+        _ = SocketAddress(target.address, port: target.port).withPointer { connect(fd, $0, $1) }
+        let waitMs = Double(ConformanceRun.synWaitMilliseconds)
+        var answer: String?
+        var answerAt: Double?
+        if let err = receiveError(fd, within: 0) { answer = err.text; answerAt = probeNow() }
+        while answer == nil && probeNow() - sentAt < waitMs {
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&pfd, 1, Int32(max(1, (waitMs - (probeNow() - sentAt)).rounded(.up))))
+            if pfd.revents == 0 { continue }
+            if let err = receiveError(fd, within: 0) { answer = err.text; answerAt = probeNow(); break }
+            let se = socketError(fd)
+            answerAt = probeNow()
+            answer = se == ECONNREFUSED ? "TCP reset" : se == 0 ? "connection accepted" : errnoText(se)
+        }
+        sockets.close(fd)   // no retransmitted SYN after the wait
+        let after = try dropCounters()
+        let rose = after.compactMap { key, n -> String? in
+            let d = n - (before[key] ?? 0)
+            return d > 0 ? "'\(key.trimmingSpaces())' (+\(d))" : nil
+        }.sorted()
+        e.unsolicitedSYN = UnsolicitedSYNObservation(target: target, answer: answer, answerMilliseconds: answerAt.map { $0 - sentAt },
+                                                     waitedMilliseconds: ConformanceRun.synWaitMilliseconds,
+                                                     droppedBy: rose.isEmpty ? nil : rose.joined(separator: ", "))
+    }
+
+    /// The mapping's conntrack timer around an outbound and then an inbound packet, each after
+    /// a pause in which it only falls.
+    func refresh() throws {
+        let h = chosen[0]
+        let r = port()
+        let fd = try udpSocket(h, port: r)
+        let bq = FlowEndpoint(b, q)
+        guard let m = udpFlows(fd, to: [bq])[0].mapped else { throw ProbeSetupError(message: "\(h.name)'s datagram to \(bq) did not arrive") }
+        let inside = insideAddress(h)
+        let ct = try NetNamespace.run(in: try ns(lab.router.name)) { try ConntrackSocket() }
+        defer { ct.close() }
+        func timer() throws -> UInt32? {
+            try ct.dump(family: .v4).first {
+                $0.original.protocolNumber == 17 && $0.original.source == inside && $0.original.sourcePort == r
+                    && $0.original.destination == bq.address && $0.original.destinationPort == bq.port
+            }?.timeout
+        }
+        let pause = ConformanceRun.refreshPauseMilliseconds
+        usleep(useconds_t(pause * 1000))
+        let t1 = try timer()
+        _ = udpFlows(fd, to: [bq])
+        let t2 = try timer()
+        e.outboundRefresh = RefreshObservation(direction: "outbound", beforeSeconds: t1, afterSeconds: t2, pausedMilliseconds: pause)
+        usleep(useconds_t(pause * 1000))
+        let t3 = try timer()
+        let t = tokens.make()
+        _ = sendDatagram(udpRx[bq]!, t, to: m)
+        _ = receiveDatagram(fd, within: wait) { data, _ in data.starts(with: t) }
+        let t4 = try timer()
+        e.inboundRefresh = RefreshObservation(direction: "inbound", beforeSeconds: t3, afterSeconds: t4, pausedMilliseconds: pause)
+    }
+}
+
+extension StringProtocol {
+    func trimmingSpaces() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+}
