@@ -495,7 +495,8 @@ final class ConformanceProber {
         e.settings = values
         let lines = try routerRuleset().split(separator: "\n").map { $0.trimmingSpaces() }
         e.helperRules = lines.filter { $0.contains("ct helper") }
-        e.quotaRules = lines.filter { $0.contains("ct count over") }
+        // Rules, not the elements of the set they fill.
+        e.quotaRules = lines.filter { $0.contains("ct count over") && ($0.contains(" drop") || $0.contains(" reject")) }
         e.relatedRules = lines.filter { $0.contains("ct state") && $0.contains("related") && $0.contains("accept") }
     }
 
@@ -512,6 +513,7 @@ final class ConformanceProber {
             if let bytes = rest.firstRange(of: "bytes ") {
                 key += rest[bytes.upperBound...].drop { $0.isNumber }
             }
+            while let r = key.firstRange(of: "  ") { key.replaceSubrange(r, with: " ") }
             out[key, default: 0] += n
         }
         return out

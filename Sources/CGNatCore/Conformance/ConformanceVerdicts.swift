@@ -380,7 +380,8 @@ public enum Conformance {
     static func refusal(_ lab: Lab, _ e: ConformanceEvidence) -> Outcome {
         guard let q = e.quotaRules else { return missing(e, "ruleset") }
         if let r = q.first(where: { $0.contains("reject") && $0.contains("admin-prohibited") }) { return (.pass, "quota: \(r)") }
-        let what = q.isEmpty ? "no free port in the block: conntrack drops the flow silently" : "over the session limit: dropped silently (\(q[0]))"
+        let where_ = lab.portBlockPolicy != nil ? "no free port in the subscriber's block" : "no free port"
+        let what = q.isEmpty ? "\(where_): conntrack drops the flow silently" : "over the session limit: dropped silently (\(q[0]))"
         return (.fail, what + "; no ICMP admin-prohibited")
     }
 }
