@@ -226,6 +226,25 @@ import NetAddress
         #expect(r.verdict == .fail && r.evidence.contains("4787 REQ-1"))
     }
 
+    @Test func fragmentRowsAndTCPFiltering() {
+        var e = ConformanceEvidence()
+        #expect(row("4787 REQ-13", e).verdict == .fail && row("4787 REQ-14", e).verdict == .fail, "not measured is no pass")
+        e.fragmentationNeeded = ICMPErrorObservation(flow: "f", received: "local error: Message too long")
+        #expect(row("4787 REQ-13", e).verdict == .fail, "a local error is not the router's answer")
+        e.fragmentationNeeded = ICMPErrorObservation(flow: "f", received: "fragmentation needed (icmp 3/4) from 192.0.0.8", type: 3, code: 4)
+        #expect(row("4787 REQ-13", e).verdict == .pass)
+        e.fragmentsInOrder = FragmentObservation(flow: "in", bytes: 3000, arrivedWhole: true)
+        e.fragmentsOutOfOrder = FragmentObservation(flow: "out", bytes: 2400, arrivedWhole: false)
+        #expect(row("4787 REQ-14", e).verdict == .fail)
+        e.fragmentsOutOfOrder?.arrivedWhole = true
+        #expect(row("4787 REQ-14", e).verdict == .pass)
+        #expect(row("4787 REQ-14a", e).verdict == .untested)
+        e.tcpFiltering = FilteringObservation(subscriber: "blue_c1", mapping: ep("100.64.0.1", 2000), fromSameEndpoint: true, fromOtherPort: false, fromOtherAddress: false)
+        #expect(row("5382 REQ-3", e).verdict == .fail)
+        e.tcpFiltering?.fromOtherPort = true
+        #expect(row("5382 REQ-3", e).verdict == .pass)
+    }
+
     @Test func formatsCarryEveryRow() {
         let report = Conformance.evaluate(lab: .seed(), evidence: ConformanceEvidence())
         let table = ConformanceFormat.table(report)

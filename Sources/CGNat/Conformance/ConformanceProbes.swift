@@ -72,7 +72,7 @@ func sendDatagram(_ fd: Int32, _ bytes: [UInt8], to: FlowEndpoint) -> Bool {
 /// Waits up to `ms` for a datagram on `fd` that `match` accepts; returns it and its sender.
 func receiveDatagram(_ fd: Int32, within ms: Double, _ match: ([UInt8], FlowEndpoint) -> Bool) -> FlowEndpoint? {
     let deadline = probeNow() + ms
-    var buf = [UInt8](repeating: 0, count: 2048)
+    var buf = [UInt8](repeating: 0, count: 65536)   // whole reassembled datagrams
     while true {
         while true {
             var from = sockaddr_storage()

@@ -78,6 +78,8 @@ final class ConformanceProber {
     var q: UInt16 = 0
     var temporaryAddress: (RouteSocket, Int32, IPPrefix)?
     var temporaryTable = false
+    /// `ip route del ...` of the temporary lower-MTU route, run in `cleanup`.
+    var temporaryRoute: [String]?
     var udpRx: [FlowEndpoint: Int32] = [:]
     var tcpRx: [FlowEndpoint: Int32] = [:]
     var uplinkCapture: Int32 = -1
@@ -190,6 +192,10 @@ final class ConformanceProber {
             _ = try? NetNamespace.run(in: fd) { try Nftables().run("delete table inet \(ConformanceProber.temporaryTableName)") }
             temporaryTable = false
         }
+        if let del = temporaryRoute {
+            _ = try? Spawn.run(del, captureOutput: true, quiet: true)
+            temporaryRoute = nil
+        }
         namespaceFDs.values.forEach { close($0) }
         namespaceFDs = [:]
     }
@@ -210,10 +216,12 @@ final class ConformanceProber {
         step("tcp mapping") { tcp = try tcpMappings() }
         step("tcp collision") { try tcpCollision() }
         step("tcp hairpin") { try tcpHairpin(tcp) }
+        step("tcp filtering") { try tcpFiltering(tcp) }
         step("icmp mapping") { try icmpMappings() }
         step("icmp error") { try udpErrorInbound() }
         step("tcp icmp error") { try tcpErrorInbound() }
         step("icmp error outbound") { try udpErrorOutbound() }
+        step("fragments") { try fragments() }
         step("ruleset") { try readRouter() }
         step("unsolicited syn") { try unsolicitedSYN() }
         step("refresh") { try refresh() }
@@ -383,6 +391,126 @@ final class ConformanceProber {
                                           waitedMilliseconds: Int(wait))
         sockets.close(fd)
         sockets.close(capture)
+    }
+
+
+    /// SYNs from A (another port) and from B to the TCP mapping of the first subscriber's
+    /// connection to A:p, looked for at the subscriber's interface.
+    func tcpFiltering(_ tcp: [String: (inside: FlowEndpoint, mapped: FlowEndpoint?)]) throws {
+        let h = chosen[0]
+        guard let t = tcp[h.name], let m = t.mapped else {
+            throw ProbeSetupError(message: "the TCP mapping probe gave no public mapping of \(h.name)")
+        }
+        let capture = try sockets.capture(ns: try ns(h.name), interface: h.interface)
+        defer { sockets.close(capture) }
+        let upNS = try ns(uplink.name)
+        let fromA = try sockets.socket(.tcp, ns: upNS, device: nil, bind: a, port: port(), what: "tcp at \(uplink.name)")
+        let fromB = try sockets.socket(.tcp, ns: upNS, device: nil, bind: b, port: port(), what: "tcp at \(uplink.name)")
+        defer { sockets.close(fromA); sockets.close(fromB) }
+        for fd in [fromA, fromB] { _ = SocketAddress(m.address, port: m.port).withPointer { connect(fd, $0, $1) } }
+        var otherPort = false, otherAddress = false
+        _ = waitCapture(capture, tokenLength: TokenMaker.length, within: wait) { c in
+            if c.proto == .tcp && c.destinationPort == t.inside.port {
+                if c.source == a { otherPort = true }
+                if c.source == b { otherAddress = true }
+            }
+            return otherPort && otherAddress
+        }
+        e.tcpFiltering = FilteringObservation(subscriber: h.name, mapping: m, fromSameEndpoint: true,
+                                              fromOtherPort: otherPort, fromOtherAddress: otherAddress)
+    }
+
+    // MARK: fragments
+
+    static let lowMTU = 1280
+
+    /// A temporary route to B with a lower MTU in the router's uplink domain: a DF=1 datagram too
+    /// big for it must get ICMP fragmentation-needed, a DF=0 one must arrive whole. Then datagrams
+    /// the sender fragments itself, in order (its kernel) and in reverse order (a raw socket).
+    func fragments() throws {
+        let h = chosen[0]
+        let upContext = try running.context(named: "\(lab.router.name):\(lab.router.uplink.name)")
+        guard let gateway = lab.router.uplink.gateways.first(where: { $0.family == .v4 }) else {
+            throw ProbeSetupError(message: "the router's uplink has no IPv4 gateway to route the low-MTU probe through")
+        }
+        var route = ["\(b)/32", "via", "\(gateway)", "dev", lab.router.uplink.interface]
+        if let v = upContext.vrf { route += ["vrf", v] }
+        let add = try Spawn.run(["ip", "-n", upContext.namespace, "-4", "route", "add"] + route + ["mtu", "lock", "\(Self.lowMTU)"], captureOutput: true, quiet: true)
+        guard add.status == 0 else { throw ProbeSetupError(message: "temporary route to \(b) with mtu \(Self.lowMTU): \(add.output)") }
+        temporaryRoute = ["ip", "-n", upContext.namespace, "-4", "route", "del"] + route
+        let subscriberNS = try ns(h.name)
+        defer {
+            if let del = temporaryRoute { _ = try? Spawn.run(del, captureOutput: true, quiet: true); temporaryRoute = nil }
+            // The path MTU the sender learned for B goes with the route (a flush invalidates it).
+            _ = try? NetNamespace.run(in: subscriberNS) { writeSmallFile("/proc/sys/net/ipv4/route/flush", "1") }
+        }
+        let bp = FlowEndpoint(b, p)
+        let size = 1400
+        // DF=1
+        let df = try udpSocket(h, port: port())
+        // DF set, the path MTU the sender may have cached ignored: the router must answer.
+        _ = setIntOption(df, Int32(IPPROTO_IP), IP_MTU_DISCOVER, 3 /* IP_PMTUDISC_PROBE */)
+        let big = tokens.make() + [UInt8](repeating: 0x2e, count: size - TokenMaker.length)
+        _ = sendDatagram(df, big, to: bp)
+        let err = receiveError(df, within: wait)
+        e.fragmentationNeeded = ICMPErrorObservation(flow: "udp DF=1 \(size) bytes \(h.name) -> \(bp) over a \(Self.lowMTU)-byte route",
+                                                     received: err?.text, type: err?.type, code: err?.code, from: err?.from)
+        sockets.close(df)
+        // DF=0: the router fragments it.
+        let nodf = try udpSocket(h, port: port())
+        _ = setIntOption(nodf, Int32(IPPROTO_IP), IP_MTU_DISCOVER, 0 /* IP_PMTUDISC_DONT */)
+        e.fragmentedOnTheWay = FragmentObservation(flow: "udp DF=0 \(h.name) -> \(bp) over a \(Self.lowMTU)-byte route", bytes: size,
+                                                   arrivedWhole: sendWhole(nodf, size: size, to: bp))
+        sockets.close(nodf)
+        // Fragments from the sender, in order: bigger than its own link.
+        let ap = FlowEndpoint(a, p)
+        let inOrder = try udpSocket(h, port: port())
+        _ = setIntOption(inOrder, Int32(IPPROTO_IP), IP_MTU_DISCOVER, 0)
+        e.fragmentsInOrder = FragmentObservation(flow: "udp \(h.name) -> \(ap) sent as fragments in order", bytes: 3000,
+                                                 arrivedWhole: sendWhole(inOrder, size: 3000, to: ap))
+        sockets.close(inOrder)
+        // And in reverse order, built by hand.
+        let raw: Int32 = try NetNamespace.run(in: try ns(h.name)) {
+            let fd = socket(AF_INET, Int32(SOCK_RAW.rawValue) | SockType.flags, Int32(IPPROTO_RAW))
+            guard fd >= 0 else { throw ProbeSetupError("raw socket at \(h.name)") }
+            return fd
+        }
+        defer { close(raw) }
+        let t = tokens.make()
+        let payload = t + [UInt8](repeating: 0x2f, count: 2400 - TokenMaker.length)
+        for f in reversedFragments(source: FlowEndpoint(insideAddress(h), port()), destination: ap, payload: payload) {
+            _ = SocketAddress(ap.address, port: 0).withPointer { sendto(raw, f, f.count, 0, $0, $1) }
+        }
+        let got = receiveDatagram(udpRx[ap]!, within: wait) { data, _ in data.count == payload.count && data.starts(with: t) }
+        e.fragmentsOutOfOrder = FragmentObservation(flow: "udp \(h.name) -> \(ap) sent as fragments in reverse order", bytes: payload.count,
+                                                    arrivedWhole: got != nil)
+    }
+
+    /// Sends `size` bytes (a token first) and waits for the receiver at `to` to get them whole.
+    func sendWhole(_ fd: Int32, size: Int, to: FlowEndpoint) -> Bool {
+        let t = tokens.make()
+        let data = t + [UInt8](repeating: 0x2e, count: size - TokenMaker.length)
+        _ = sendDatagram(fd, data, to: to)
+        return receiveDatagram(udpRx[to]!, within: wait) { d, _ in d.count == size && d.starts(with: t) } != nil
+    }
+
+    /// An IPv4 UDP datagram as two fragments, the last one first (UDP checksum 0: none, which
+    /// IPv4 allows; the kernel fills in the IP header checksum of a raw packet).
+    func reversedFragments(source: FlowEndpoint, destination: FlowEndpoint, payload: [UInt8]) -> [[UInt8]] {
+        let udpLength = 8 + payload.count
+        let udp: [UInt8] = [UInt8(source.port >> 8), UInt8(source.port & 0xff), UInt8(destination.port >> 8), UInt8(destination.port & 0xff),
+                            UInt8(udpLength >> 8), UInt8(udpLength & 0xff), 0, 0] + payload
+        let id = UInt16.random(in: 1...UInt16.max)
+        let firstLength = 1480   // a multiple of 8
+        func header(_ length: Int, offset: Int, more: Bool) -> [UInt8] {
+            let total = 20 + length
+            let frag = UInt16(offset / 8) | (more ? 0x2000 : 0)
+            return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), UInt8(id >> 8), UInt8(id & 0xff), UInt8(frag >> 8), UInt8(frag & 0xff),
+                    64, 17, 0, 0] + source.address.bytes + destination.address.bytes
+        }
+        let first = header(firstLength, offset: 0, more: true) + udp[0..<firstLength]
+        let second = header(udp.count - firstLength, offset: firstLength, more: false) + udp[firstLength...]
+        return [second, first]
     }
 
     // MARK: ICMP
@@ -583,6 +711,14 @@ final class ConformanceProber {
         let t4 = try timer()
         e.inboundRefresh = RefreshObservation(direction: "inbound", beforeSeconds: t3, afterSeconds: t4, pausedMilliseconds: pause)
     }
+}
+
+@discardableResult
+func writeSmallFile(_ path: String, _ text: String) -> Bool {
+    let fd = open(path, O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    return write(fd, text, text.utf8.count) == text.utf8.count
 }
 
 extension StringProtocol {

@@ -75,9 +75,9 @@ public enum ConformanceCatalog {
         .init(4787, "REQ-12", .must, .measured, "an ICMP message never ends a mapping"),
         .init(4787, "REQ-12a", .should, .policy, "ICMP messages are not filtered by their source address by default"),
         .init(4787, "REQ-12b", .should, .measured, "ICMP Destination Unreachable is supported (translated back to the inside)"),
-        .init(4787, "REQ-13", .must, .untested, "a DF=1 packet too big for the next link gets ICMP fragmentation-needed"),
-        .init(4787, "REQ-13a", .must, .untested, "a DF=0 packet too big is fragmented (fragments sent in order)"),
-        .init(4787, "REQ-14", .must, .untested, "fragments are received in order and out of order"),
+        .init(4787, "REQ-13", .must, .measured, "a DF=1 packet too big for the next link gets ICMP fragmentation-needed"),
+        .init(4787, "REQ-13a", .must, .measured, "a DF=0 packet too big is fragmented (fragments sent in order)"),
+        .init(4787, "REQ-14", .must, .measured, "fragments are received in order and out of order"),
         .init(4787, "REQ-14a", .must, .untested, "out-of-order fragment handling withstands fragment DoS attacks"),
     ]
 
@@ -86,7 +86,7 @@ public enum ConformanceCatalog {
         .init(5382, "REQ-1", .must, .measured, "endpoint-independent mapping for TCP"),
         .init(5382, "REQ-2", .must, .measured, "every valid TCP packet sequence of a permitted connection passes"),
         .init(5382, "REQ-2a", .must, .untested, "TCP simultaneous open is handled"),
-        .init(5382, "REQ-3", .should, .untested, "TCP filtering is endpoint-independent or address-dependent"),
+        .init(5382, "REQ-3", .should, .measured, "TCP filtering is endpoint-independent or address-dependent"),
         .init(5382, "REQ-3a", .may, .policy, "the TCP filtering behaviour is an administrator's option"),
         .init(5382, "REQ-3b", .may, .policy, "TCP filtering may differ from UDP filtering"),
         .init(5382, "REQ-4", .must, .measured, "an unsolicited inbound SYN gets no answer for at least 6 s (then ICMP port unreachable, SHOULD)"),

@@ -166,6 +166,19 @@ public struct ICMPErrorObservation: Sendable, Equatable {
     }
 }
 
+/// A datagram of `bytes` that crossed the NAT in fragments: whether the receiver got it whole.
+public struct FragmentObservation: Sendable, Equatable {
+    public var flow: String
+    public var bytes: Int
+    public var arrivedWhole: Bool
+    public init(flow: String, bytes: Int, arrivedWhole: Bool) {
+        self.flow = flow
+        self.bytes = bytes
+        self.arrivedWhole = arrivedWhole
+    }
+    public var text: String { "\(flow): \(bytes) bytes " + (arrivedWhole ? "arrived whole" : "did not arrive") }
+}
+
 /// The public endpoint of one flow before and after an ICMP error about it.
 public struct MappingAfterError: Sendable, Equatable {
     public var flow: String
@@ -209,6 +222,15 @@ public struct ConformanceEvidence: Sendable {
     public var udpCollision: [MappingObservation] = []
     public var tcpCollision: [MappingObservation] = []
     public var udpFiltering: FilteringObservation?
+    /// For TCP the control is the probe's own connection to A:p; the others are SYNs to its mapping.
+    public var tcpFiltering: FilteringObservation?
+    /// A DF=1 datagram too big for a temporary lower-MTU route of the router: the ICMP error it got.
+    public var fragmentationNeeded: ICMPErrorObservation?
+    /// A DF=0 datagram too big for that route: whether the receiver got it whole.
+    public var fragmentedOnTheWay: FragmentObservation?
+    /// Datagrams the sender sent as fragments, in order and in reverse order.
+    public var fragmentsInOrder: FragmentObservation?
+    public var fragmentsOutOfOrder: FragmentObservation?
     public var udpHairpin: HairpinObservation?
     public var tcpHairpin: HairpinObservation?
     public var unsolicitedSYN: UnsolicitedSYNObservation?

@@ -173,10 +173,18 @@ public enum Conformance {
             return (byAddress ? .fail : .pass, "related ICMP errors are accepted " + (byAddress ? "only by source address" : "whatever their source") + ": \(rule)")
         case "4787 REQ-12b":
             return icmpError(e.udpErrorInbound, e, probe: "icmp error", type: 3)
-        case "4787 REQ-13", "4787 REQ-13a":
-            return (.untested, "every link of the lab has the same MTU: no packet is too big for the router's next hop, and no probe lowers one")
-        case "4787 REQ-14", "4787 REQ-14a":
-            return (.untested, "no probe sends fragments (the router's conntrack reassembles them, nf_defrag; not measured)")
+        case "4787 REQ-13":
+            guard let o = e.fragmentationNeeded else { return missing(e, "fragments") }
+            guard let got = o.received else { return (.fail, "\(o.flow): no ICMP error came back") }
+            return (o.type == 3 && o.code == 4 ? .pass : .fail, "\(o.flow): \(got)")
+        case "4787 REQ-13a":
+            guard let o = e.fragmentedOnTheWay else { return missing(e, "fragments") }
+            return (o.arrivedWhole ? .pass : .fail, o.text + (o.arrivedWhole ? " (the order of the fragments on the wire is not observed)" : ""))
+        case "4787 REQ-14":
+            guard let i = e.fragmentsInOrder, let o = e.fragmentsOutOfOrder else { return missing(e, "fragments") }
+            return (i.arrivedWhole && o.arrivedWhole ? .pass : .fail, i.text + "; " + o.text)
+        case "4787 REQ-14a":
+            return (.untested, "no probe floods the router with fragments (its reassembly limits are net.ipv4.ipfrag_* and nf_conntrack_frag6_*)")
 
         // MARK: RFC 5382
         case "5382 REQ-1":
@@ -189,7 +197,9 @@ public enum Conformance {
         case "5382 REQ-2a":
             return (.untested, "no probe opens a TCP connection simultaneously from both sides")
         case "5382 REQ-3":
-            return (.untested, "TCP filtering is not probed (UDP filtering is: RFC 4787 REQ-8)")
+            guard let f = e.tcpFiltering else { return missing(e, "tcp filtering") }
+            guard let b = f.behaviour else { return (.fail, "not measured: the control connection did not complete: \(f.text)") }
+            return (b == .addressAndPortDependent ? .fail : .pass, "\(b.rawValue): \(f.text)")
         case "5382 REQ-3b":
             return (.notApplicable, "filtering is not an option of the lab's NAT policy, for TCP or UDP")
         case "5382 REQ-4":
