@@ -85,6 +85,10 @@ struct ConformanceIntegrationTests {
             #expect(addrs.output.split(separator: "\n").count == 3, "\(addrs.output)")
             let tables = try runCommand(["ip", "netns", "exec", lab.namespaceName(uplink.name), "nft", "list", "tables"])
             #expect(!tables.output.contains(ConformanceProber.temporaryTableName), "\(tables.output)")
+            // So is the low-MTU route of the fragment probes, in the router's uplink domain.
+            let up = try #require(lab.context(named: "\(lab.router.name):\(lab.router.uplink.name)", backend: .netns))
+            let routes = try runCommand(["ip", "-n", up.namespace, "-4", "route", "show"])
+            #expect(!routes.output.contains("mtu lock"), "\(routes.output)")
         }
     }
 
