@@ -92,6 +92,19 @@ struct ConformanceIntegrationTests {
         }
     }
 
+    /// The same on the VRF backend (the VM run of scripts/test has the kernel for it): the probes
+    /// of the router's uplink domain (the low-MTU route) go into its VRF.
+    @Test(.enabled(if: kernelHasVRF, "this kernel has no VRF driver (the VM run covers it)"))
+    func seedLabOnVRFsAgreesWithNatDiscovery() throws {
+        let lab = Lab.seed(name: testLabName("conf-vrf"))
+        try stun.withSTUN(lab, backend: .vrf) { server in
+            let c = try agreeRowByRow(lab, server: server)
+            #expect(c.rows["4787 REQ-1"]?.verdict == "PASS")
+            #expect(c.rows["4787 REQ-13"]?.verdict == "PASS", "\(String(describing: c.rows["4787 REQ-13"]))")
+            #expect(c.status == 1)
+        }
+    }
+
     @Test func poolLabAgreesWithNatDiscovery() throws {
         let name = testLabName("conf-pool")
         let text = try String(contentsOfFile: "labs/cgn-pool.yaml", encoding: .utf8)
