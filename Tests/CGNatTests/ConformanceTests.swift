@@ -1,4 +1,5 @@
 import Testing
+import CGNat
 import CGNatCore
 import NetAddress
 
@@ -41,6 +42,20 @@ import NetAddress
         for k in ["4787 REQ-5a", "4787 REQ-5b", "4787 REQ-6a", "4787 REQ-8a", "5382 REQ-3a", "5382 REQ-3b", "5382 REQ-5a", "5508 REQ-9", "5508 REQ-11"] {
             #expect(level(k) == .may, "\(k)")
         }
+    }
+
+    @Test func probesTheCollisionPairAndOneMore() {
+        let lab = Lab.seed()
+        let (chosen, pair) = ConformanceRun.chooseSubscribers(lab)
+        let p = try! #require(pair)
+        func inside(_ h: Host) -> IPAddress? { h.addresses.first { $0.family == .v4 }?.address }
+        #expect(inside(p[0]) == inside(p[1]) && p[0].attachment != p[1].attachment, "same inside address, different domains")
+        #expect(chosen.count == 3 && chosen.prefix(2).map(\.name) == p.map(\.name))
+        #expect(!p.map(\.name).contains(chosen[2].name))
+        // A large lab: still three, found without comparing every pair.
+        let big = Lab.seedScaled(domains: 10, perDomain: 100)
+        let (c2, p2) = ConformanceRun.chooseSubscribers(big)
+        #expect(c2.count == 3 && p2 != nil)
     }
 
     @Test func everyRequirementHasAnEvaluator() {

@@ -44,12 +44,13 @@ public enum ConformanceRun {
         }.sorted { $0.name < $1.name }
         func address(_ h: Host) -> IPAddress { h.addresses.first { $0.family == .v4 && inside.contains($0.address) }!.address }
         func domain(_ h: Host) -> String { if case .domain(let d) = h.attachment { return d }; return "" }
+        // By address, so a lab of thousands of subscribers is grouped once, not compared pairwise.
         var pair: [Host]?
-        outer: for (i, a) in subscribers.enumerated() {
-            for b in subscribers[(i + 1)...] where address(a) == address(b) && domain(a) != domain(b) {
-                pair = [a, b]
-                break outer
-            }
+        var firstByAddress: [IPAddress: [Host]] = [:]
+        for h in subscribers {
+            let seen = firstByAddress[address(h), default: []]
+            if let other = seen.first(where: { domain($0) != domain(h) }) { pair = [other, h]; break }
+            firstByAddress[address(h), default: []].append(h)
         }
         var chosen = pair ?? Array(subscribers.prefix(1))
         if let other = subscribers.first(where: { s in !chosen.contains { $0.name == s.name } }) { chosen.append(other) }
