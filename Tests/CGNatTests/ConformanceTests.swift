@@ -260,6 +260,16 @@ import NetAddress
         #expect(row("5382 REQ-3", e).verdict == .pass)
     }
 
+    @Test func tcpConnectionAfterAnICMPError() {
+        var e = ConformanceEvidence()
+        e.tcpAfterError = TCPAfterErrorObservation(flow: "t", errorArrived: false, dataOutbound: true, dataInbound: true)
+        #expect(row("5382 REQ-10", e).verdict == .fail, "an error that never arrived proves nothing")
+        e.tcpAfterError = TCPAfterErrorObservation(flow: "t", errorArrived: true, dataOutbound: true, dataInbound: false)
+        #expect(row("5382 REQ-10", e).verdict == .fail)
+        e.tcpAfterError?.dataInbound = true
+        #expect(row("5382 REQ-10", e).verdict == .pass)
+    }
+
     @Test func formatsCarryEveryRow() {
         let report = Conformance.evaluate(lab: .seed(), evidence: ConformanceEvidence())
         let table = ConformanceFormat.table(report)

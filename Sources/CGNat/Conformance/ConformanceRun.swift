@@ -221,6 +221,7 @@ final class ConformanceProber {
         step("icmp mapping") { try icmpMappings() }
         step("icmp error") { try udpErrorInbound() }
         step("tcp icmp error") { try tcpErrorInbound() }
+        step("tcp after icmp error") { try tcpAfterError() }
         step("icmp error outbound") { try udpErrorOutbound() }
         step("fragments") { try fragments() }
         step("ruleset") { try readRouter() }
@@ -419,6 +420,74 @@ final class ConformanceProber {
         }
         e.tcpFiltering = FilteringObservation(subscriber: h.name, mapping: m, fromSameEndpoint: true,
                                               fromOtherPort: otherPort, fromOtherAddress: otherAddress)
+    }
+
+
+    /// An established connection to A:p; the uplink sends an ICMP port unreachable quoting the
+    /// connection's packet (as it arrived there: from the mapping to A:p) to the mapping; it must
+    /// reach the inside host, and the connection must still carry data both ways.
+    func tcpAfterError() throws {
+        let h = chosen[0]
+        let ap = FlowEndpoint(a, p)
+        let fd = try tcpSockets(h, port: port(), count: 1)[0]
+        let token = tokens.make()
+        let kept = TCPConnectProbe.runKeeping([.init(token: token, fd: fd, destination: ap)], listeners: tcpRx, within: wait * 2)
+        guard let (m, server) = kept[token] else { throw ProbeSetupError(message: "\(h.name)'s connection to \(ap) did not complete") }
+        defer { close(server) }
+        let capture = try sockets.capture(ns: try ns(h.name), interface: h.interface)
+        defer { sockets.close(capture) }
+        let raw: Int32 = try NetNamespace.run(in: try ns(uplink.name)) {
+            let fd = socket(AF_INET, Int32(SOCK_RAW.rawValue) | SockType.flags, Int32(IPPROTO_ICMP))
+            guard fd >= 0 else { throw ProbeSetupError("raw icmp socket at the uplink") }
+            // From A: the uplink's link address may also be a domain's gateway address, which
+            // that domain drops as a martian source.
+            guard bindSocket(fd, self.a, port: 0) else {
+                let e = errno
+                close(fd)
+                throw ProbeSetupError("bind raw icmp socket to \(self.a)", errno: e)
+            }
+            return fd
+        }
+        defer { close(raw) }
+        let icmp = portUnreachable(quoting: m, to: ap)
+        _ = SocketAddress(m.address, port: 0).withPointer { sendto(raw, icmp, icmp.count, 0, $0, $1) }
+        let arrived = waitRawICMP(capture, within: wait, quotedDestinationPort: p)
+        _ = drainErrorQueue(fd)
+        _ = socketError(fd)
+        let out = tokens.make(), back = tokens.make()
+        _ = send(fd, out, out.count, Int32(MSG_NOSIGNAL))
+        let outbound = receiveStream(server, out)
+        _ = send(server, back, back.count, Int32(MSG_NOSIGNAL))
+        let inbound = receiveStream(fd, back)
+        e.tcpAfterError = TCPAfterErrorObservation(flow: "tcp \(h.name) -> \(ap) (mapping \(m))", errorArrived: arrived,
+                                                   dataOutbound: outbound, dataInbound: inbound)
+        sockets.close(fd)
+    }
+
+    func receiveStream(_ fd: Int32, _ token: [UInt8]) -> Bool {
+        var got: [UInt8] = []
+        let deadline = probeNow() + wait
+        while probeNow() < deadline {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&pfd, 1, Int32(max(1, (deadline - probeNow()).rounded(.up))))
+            var buf = [UInt8](repeating: 0, count: 256)
+            let n = recv(fd, &buf, buf.count, 0)
+            if n > 0 { got += buf[0..<n] } else if n == 0 { return false }
+            if got.starts(with: token) { return true }
+        }
+        return false
+    }
+
+    /// ICMP destination unreachable, port unreachable, about a TCP segment from `from` to `to`.
+    func portUnreachable(quoting from: FlowEndpoint, to: FlowEndpoint) -> [UInt8] {
+        var ip: [UInt8] = [0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0] + from.address.bytes + to.address.bytes
+        let c = internetChecksum(ip)
+        ip[10] = UInt8(c >> 8); ip[11] = UInt8(c & 0xff)
+        let tcp: [UInt8] = [UInt8(from.port >> 8), UInt8(from.port & 0xff), UInt8(to.port >> 8), UInt8(to.port & 0xff), 0, 0, 0, 1]
+        var icmp: [UInt8] = [3, 3, 0, 0, 0, 0, 0, 0] + ip + tcp
+        let ic = internetChecksum(icmp)
+        icmp[2] = UInt8(ic >> 8); icmp[3] = UInt8(ic & 0xff)
+        return icmp
     }
 
     // MARK: fragments
@@ -711,6 +780,41 @@ final class ConformanceProber {
         _ = receiveDatagram(fd, within: wait) { data, _ in data.starts(with: t) }
         let t4 = try timer()
         e.inboundRefresh = RefreshObservation(direction: "inbound", beforeSeconds: t3, afterSeconds: t4, pausedMilliseconds: pause)
+    }
+}
+
+/// The Internet checksum (RFC 1071) of `bytes`.
+func internetChecksum(_ bytes: [UInt8]) -> UInt16 {
+    var sum: UInt32 = 0
+    var i = 0
+    while i + 1 < bytes.count { sum += UInt32(bytes[i]) << 8 | UInt32(bytes[i + 1]); i += 2 }
+    if i < bytes.count { sum += UInt32(bytes[i]) << 8 }
+    while sum >> 16 != 0 { sum = (sum & 0xffff) + (sum >> 16) }
+    return ~UInt16(sum)
+}
+
+/// Waits for an ICMP destination unreachable whose quoted TCP/UDP packet goes to `port`, in
+/// the cooked frames of an AF_PACKET capture.
+func waitRawICMP(_ fd: Int32, within ms: Double, quotedDestinationPort port: UInt16) -> Bool {
+    let deadline = probeNow() + ms
+    var buf = [UInt8](repeating: 0, count: 2048)
+    while true {
+        while true {
+            let n = recv(fd, &buf, buf.count, 0)
+            if n <= 0 { break }
+            guard n >= 20 + 8 + 20 + 4, buf[0] >> 4 == 4, buf[9] == 1 else { continue }
+            let ihl = Int(buf[0] & 0x0f) * 4
+            guard n >= ihl + 8 + 20 + 4, buf[ihl] == 3 else { continue }
+            let inner = ihl + 8
+            let innerIHL = Int(buf[inner] & 0x0f) * 4
+            guard n >= inner + innerIHL + 4 else { continue }
+            let dport = UInt16(buf[inner + innerIHL + 2]) << 8 | UInt16(buf[inner + innerIHL + 3])
+            if dport == port { return true }
+        }
+        let left = deadline - probeNow()
+        if left <= 0 { return false }
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, Int32(max(1, left.rounded(.up))))
     }
 }
 

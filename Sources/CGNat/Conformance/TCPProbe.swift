@@ -1,3 +1,4 @@
+import CNetlinkShim
 import Glibc
 import Netlink
 
@@ -14,6 +15,15 @@ struct TCPConnectProbe {
     /// Connects every client and returns, by token, the peer address each listener accepted.
     /// `listeners`: listening fds by the endpoint they listen on.
     static func run(_ clients: [Client], listeners: [FlowEndpoint: Int32], within ms: Double) -> [[UInt8]: FlowEndpoint] {
+        run(clients, listeners: listeners, within: ms, keep: false).mapValues(\.0)
+    }
+
+    /// The same, keeping each accepted connection open: the caller closes the fds it gets.
+    static func runKeeping(_ clients: [Client], listeners: [FlowEndpoint: Int32], within ms: Double) -> [[UInt8]: (FlowEndpoint, Int32)] {
+        run(clients, listeners: listeners, within: ms, keep: true)
+    }
+
+    private static func run(_ clients: [Client], listeners: [FlowEndpoint: Int32], within ms: Double, keep: Bool) -> [[UInt8]: (FlowEndpoint, Int32)] {
         var sent = Set<Int32>()
         var failed = Set<Int32>()
         for c in clients {
@@ -21,7 +31,7 @@ struct TCPConnectProbe {
             if rc != 0 && errno != EINPROGRESS { failed.insert(c.fd) }
         }
         var accepted: [(fd: Int32, peer: FlowEndpoint)] = []
-        var found: [[UInt8]: FlowEndpoint] = [:]
+        var found: [[UInt8]: (FlowEndpoint, Int32)] = [:]
         defer { accepted.forEach { close($0.fd) } }
         let deadline = probeNow() + ms
         while found.count < clients.count - failed.count {
@@ -50,9 +60,13 @@ struct TCPConnectProbe {
                 } else if let i = accepted.firstIndex(where: { $0.fd == p.fd }) {
                     var buf = [UInt8](repeating: 0, count: 256)
                     let n = recv(p.fd, &buf, buf.count, 0)
-                    if n > 0, let c = clients.first(where: { t in buf[0..<n].starts(with: t.token) }) { found[c.token] = accepted[i].peer }
+                    var kept = false
+                    if n > 0, let c = clients.first(where: { t in buf[0..<n].starts(with: t.token) }) {
+                        found[c.token] = (accepted[i].peer, keep ? accepted[i].fd : -1)
+                        kept = keep
+                    }
                     if !(n < 0 && errno == EAGAIN) {
-                        close(accepted[i].fd)
+                        if !kept { close(accepted[i].fd) }
                         accepted.remove(at: i)
                     }
                 }

@@ -98,7 +98,7 @@ public enum ConformanceCatalog {
         .init(5382, "REQ-8", .must, .measured, "hairpinning for TCP"),
         .init(5382, "REQ-8a", .must, .measured, "a hairpinned TCP connection arrives from the sender's public address and port"),
         .init(5382, "REQ-9", .should, .measured, "ICMP Destination Unreachable for a TCP flow is translated"),
-        .init(5382, "REQ-10", .must, .untested, "an ICMP message never ends a TCP mapping or connection"),
+        .init(5382, "REQ-10", .must, .measured, "an ICMP message never ends a TCP mapping or connection"),
     ]
 
     /// RFC 5508, NAT behavioural requirements for ICMP (section 9).

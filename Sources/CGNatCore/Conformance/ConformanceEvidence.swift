@@ -179,6 +179,22 @@ public struct FragmentObservation: Sendable, Equatable {
     public var text: String { "\(flow): \(bytes) bytes " + (arrivedWhole ? "arrived whole" : "did not arrive") }
 }
 
+/// An ICMP port unreachable about an established TCP connection, sent by the uplink to the
+/// connection's mapping: whether it reached the inside host, and whether the connection then
+/// still carried data both ways.
+public struct TCPAfterErrorObservation: Sendable, Equatable {
+    public var flow: String
+    public var errorArrived: Bool
+    public var dataOutbound: Bool
+    public var dataInbound: Bool
+    public init(flow: String, errorArrived: Bool, dataOutbound: Bool, dataInbound: Bool) {
+        self.flow = flow
+        self.errorArrived = errorArrived
+        self.dataOutbound = dataOutbound
+        self.dataInbound = dataInbound
+    }
+}
+
 /// The public endpoint of one flow before and after an ICMP error about it.
 public struct MappingAfterError: Sendable, Equatable {
     public var flow: String
@@ -242,6 +258,8 @@ public struct ConformanceEvidence: Sendable {
     /// The NAT's public address of the subscriber whose error went outward.
     public var udpErrorOutboundMapping: FlowEndpoint?
     public var mappingAfterError: MappingAfterError?
+    /// An established TCP connection that got an ICMP error through the NAT.
+    public var tcpAfterError: TCPAfterErrorObservation?
     public var outboundRefresh: RefreshObservation?
     public var inboundRefresh: RefreshObservation?
     /// sysctl name (without net.netfilter.) to value, read in the router's namespace.

@@ -222,7 +222,11 @@ public enum Conformance {
         case "5382 REQ-9":
             return icmpError(e.tcpErrorInbound, e, probe: "tcp icmp error", type: 3)
         case "5382 REQ-10":
-            return (.untested, "no probe sends an ICMP error into an established TCP connection")
+            guard let o = e.tcpAfterError else { return missing(e, "tcp after icmp error") }
+            guard o.errorArrived else { return (.fail, "not measured: \(o.flow): the ICMP error did not reach the inside host") }
+            let ok = o.dataOutbound && o.dataInbound
+            func w(_ b: Bool) -> String { b ? "passed" : "did NOT pass" }
+            return (ok ? .pass : .fail, "\(o.flow): the error reached the inside host; then data outbound \(w(o.dataOutbound)), inbound \(w(o.dataInbound))")
 
         // MARK: RFC 5508
         case "5508 REQ-1":
