@@ -13,7 +13,7 @@ struct CGNatCommand: ParsableCommand {
             shows which namespace is behind each context. `up FILE` builds the lab a file describes; every \
             other command then works on it by its name (--lab).
             """,
-        subcommands: [Up.self, Down.self, Status.self, Check.self, Exec.self, Shell.self, Tmux.self, Events.self, Render.self, Trace.self, Validate.self, Graph.self, WhoisCommand.self])
+        subcommands: [Up.self, Down.self, Status.self, Check.self, ConformanceCommand.self, Exec.self, Shell.self, Tmux.self, Events.self, Render.self, Trace.self, Validate.self, Graph.self, WhoisCommand.self])
 
     static func main() {
         main(Events.spellOutBareSyslog(Array(CommandLine.arguments.dropFirst())))

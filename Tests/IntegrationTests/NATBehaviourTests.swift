@@ -12,6 +12,11 @@ struct NATBehaviourTests {
     func withSTUN<T>(_ lab: Lab, backend: Backend = .netns, _ body: (_ server: IPAddress) throws -> T) throws -> T {
         _ = try LabControl.up(lab, backend: backend)
         defer { _ = try? Teardown.down(lab: lab.name) }   // ends the server too: it runs inside
+        return try withSTUNServer(lab, body)
+    }
+
+    /// The STUN server of `withSTUN` on a lab that is already up (the caller takes it down).
+    func withSTUNServer<T>(_ lab: Lab, _ body: (_ server: IPAddress) throws -> T) throws -> T {
         let uplink = try #require(lab.uplinkHost)
         let primary = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }).address
         let alternate = primary.advanced(by: 8)
