@@ -141,7 +141,11 @@ public enum Conformance {
             guard let b = f.behaviour else { return (.fail, "not measured: the control packet did not arrive: \(f.text)") }
             return (b == .addressAndPortDependent ? .fail : .pass, "\(b.rawValue): \(f.text)")
         case "4787 REQ-8a", "5382 REQ-3a":
-            return (.notApplicable, "filtering is not an option of the lab's NAT policy")
+            // `filtering` in the lab's nat policy; endpoint-independent needs port blocks.
+            guard lab.portBlockPolicy != nil else {
+                return (.notApplicable, "with mapping random filtering is address-and-port dependent only (endpoint-independent needs port blocks)")
+            }
+            return (.pass, "an option of the NAT policy (filtering: address-port-dependent | endpoint-independent); this lab: \(lab.router.nat.filtering.rawValue)")
         case "4787 REQ-9":
             return hairpin(e.udpHairpin, e, probe: "udp hairpin", source: false)
         case "4787 REQ-9a":
@@ -201,7 +205,7 @@ public enum Conformance {
             guard let b = f.behaviour else { return (.fail, "not measured: the control connection did not complete: \(f.text)") }
             return (b == .addressAndPortDependent ? .fail : .pass, "\(b.rawValue): \(f.text)")
         case "5382 REQ-3b":
-            return (.notApplicable, "filtering is not an option of the lab's NAT policy, for TCP or UDP")
+            return (.notApplicable, "one filtering option applies to TCP and UDP alike; the RFC allows but does not ask for them to differ")
         case "5382 REQ-4":
             return unsolicitedSYN(e, strictSilence: false)
         case "5382 REQ-4a":

@@ -139,13 +139,22 @@ public struct PortBlockPolicy: Equatable, Sendable {
 /// Conntrack timers of the router, set in the namespace that does the NAT (they are per
 /// namespace) and shown by `render`: UDP mappings live at least 2 minutes, also unreplied ones
 /// (RFC 4787 REQ-5: the kernel's default for those is 30 s); ICMP query mappings 60 s (RFC 5508
-/// REQ-9 hint); TCP established at least 2 h 4 min (RFC 5382 REQ-5; the default 5 days is kept).
+/// REQ-9 hint); TCP established at least 2 h 4 min (RFC 5382 REQ-5; the default 5 days is kept),
+/// transitory TCP states 4 min.
 public enum NATTimers {
     public static let sysctls: [(key: String, value: String)] = [
         ("net.netfilter.nf_conntrack_udp_timeout", "120"),
         ("net.netfilter.nf_conntrack_udp_timeout_stream", "120"),
         ("net.netfilter.nf_conntrack_icmp_timeout", "60"),
         ("net.netfilter.nf_conntrack_tcp_timeout_established", "432000"),
+        // RFC 5382 REQ-5: a partly open or partly closed connection lives at least 4 minutes
+        // (the kernel's defaults are 30-120 s). TIME_WAIT holds the public port as long.
+        ("net.netfilter.nf_conntrack_tcp_timeout_syn_sent", "240"),
+        ("net.netfilter.nf_conntrack_tcp_timeout_syn_recv", "240"),
+        ("net.netfilter.nf_conntrack_tcp_timeout_fin_wait", "240"),
+        ("net.netfilter.nf_conntrack_tcp_timeout_close_wait", "240"),
+        ("net.netfilter.nf_conntrack_tcp_timeout_last_ack", "240"),
+        ("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "240"),
     ]
 
     public enum Proto: String, Sendable { case udp, tcp }
