@@ -135,6 +135,10 @@ extension Plan {
             uplinkEgress: r.uplink.interface,
             interDomain: .links(r.subscribers.map(transfer))))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
+        if !ruleset.elementsByNetlink.isEmpty {
+            steps.append(.loadSetElements(namespace: main, table: Ruleset.tableName, maps: ruleset.elementsByNetlink))
+        }
+
         // Start and stop times for the NAT mapping log; must be on before flows exist.
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))
         for t in NATTimers.sysctls { steps.append(.sysctl(namespace: main, key: t.key, value: t.value)) }

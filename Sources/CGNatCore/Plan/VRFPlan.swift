@@ -92,6 +92,10 @@ extension Plan {
                 (d.name, r.subscribers.filter { $0.name != d.name }.flatMap(\.routed))
             })))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
+        if !ruleset.elementsByNetlink.isEmpty {
+            steps.append(.loadSetElements(namespace: main, table: Ruleset.tableName, maps: ruleset.elementsByNetlink))
+        }
+
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))
         for t in NATTimers.sysctls { steps.append(.sysctl(namespace: main, key: t.key, value: t.value)) }
         return Plan(lab: lab, backend: .vrf, steps: steps.steps, contexts: lab.contexts(backend: .vrf), ruleset: ruleset)
