@@ -81,9 +81,10 @@ public struct NftBatch {
 
     // MARK: raw writing into `bytes`, lengths patched when known
 
-    private mutating func u16(_ v: UInt16) { bytes.append(UInt8(v & 0xff)); bytes.append(UInt8(v >> 8)) }
+    // Host byte order, as netlink's own headers and lengths are.
+    private mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v) { bytes.append(contentsOf: $0) } }
     private mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v) { bytes.append(contentsOf: $0) } }
-    private mutating func patch16(_ at: Int, _ v: Int) { bytes[at] = UInt8(v & 0xff); bytes[at + 1] = UInt8(v >> 8) }
+    private mutating func patch16(_ at: Int, _ v: Int) { withUnsafeBytes(of: UInt16(v)) { bytes[at] = $0[0]; bytes[at + 1] = $0[1] } }
     private mutating func patch32(_ at: Int, _ v: Int) { withUnsafeBytes(of: UInt32(v)) { for i in 0..<4 { bytes[at + i] = $0[i] } } }
     private mutating func pad() { while bytes.count % 4 != 0 { bytes.append(0) } }
 
@@ -135,7 +136,48 @@ public struct NftBatch {
     /// has the name.
     public mutating func addSetElements(family: UInt8, table: String, set: String, setID: UInt32? = nil,
                                         elements: [NftSetElement]) {
+        addElements(family: family, table: table, set: set, setID: setID, count: elements.count,
+                    length: { NftBatch.elementLength(elements[$0]) },
+                    element: { b, i, number in b.element(elements[i], number: number) })
+    }
+
+    /// Which value of an element `write` is asked for.
+    public enum Part: Sendable { case key, keyEnd, data }
+
+    /// The same request for elements of one fixed layout, written straight into the batch: `write`
+    /// appends exactly the part's length in bytes (a map's concatenations have fixed lengths), so
+    /// no element needs arrays of its own (a /16 per domain is 262,144 elements).
+    public mutating func addSetElements(family: UInt8, table: String, set: String, setID: UInt32? = nil, count: Int,
+                                        keyLength: Int, keyEndLength: Int?, dataLength: Int?,
+                                        write: (_ index: Int, _ part: Part, _ out: inout [UInt8]) -> Void) {
+        func value(_ n: Int) -> Int { 8 + NL.align(n) }
+        let length = 4 + value(keyLength) + (keyEndLength.map(value) ?? 0) + (dataLength.map(value) ?? 0)
+        addElements(family: family, table: table, set: set, setID: setID, count: count, length: { _ in length }) { b, i, number in
+            func part(_ nest: UInt16, _ p: Part, _ n: Int) {
+                let outer = b.open(nest)
+                b.u16(UInt16(4 + n)); b.u16(NFT.NFTA_DATA_VALUE)
+                let before = b.bytes.count
+                write(i, p, &b.bytes)
+                precondition(b.bytes.count - before == n, "element \(i) of \(set): \(p) has \(b.bytes.count - before) bytes, not \(n)")
+                b.pad()
+                b.close(outer)
+            }
+            let el = b.open(UInt16(truncatingIfNeeded: number))
+            part(NFT.NFTA_SET_ELEM_KEY, .key, keyLength)
+            if let n = keyEndLength { part(NFT.NFTA_SET_ELEM_KEY_END, .keyEnd, n) }
+            if let n = dataLength { part(NFT.NFTA_SET_ELEM_DATA, .data, n) }
+            b.close(el)
+        }
+    }
+
+    /// Requests of as many elements as fit each (libnftnl's split), elements numbered as nft does.
+    private mutating func addElements(family: UInt8, table: String, set: String, setID: UInt32?, count: Int,
+                                      length: (Int) -> Int, element: (inout NftBatch, Int, Int) -> Void) {
         precondition(!finished, "batch already ended")
+        if count > 0 {
+            // One growth for the whole set rather than doubling through megabytes.
+            bytes.reserveCapacity(bytes.count + count * length(0) + (count / 1000 + 1) * 128)
+        }
         var i = 0
         var number = 0
         repeat {
@@ -146,21 +188,20 @@ public struct NftBatch {
             attribute(NFT.NFTA_SET_ELEM_LIST_SET, Array(set.utf8) + [0])
             if let id = setID { attribute(NFT.NFTA_SET_ELEM_LIST_SET_ID, withUnsafeBytes(of: id.bigEndian) { Array($0) }) }
             let nest = open(NFT.NFTA_SET_ELEM_LIST_ELEMENTS)
-            var length = 4
-            while i < elements.count {
-                let n = NftBatch.elementLength(elements[i])
+            var used = 4
+            while i < count {
+                let n = length(i)
                 number += 1
-                if length + n > NftBatch.maxNestLength { break }
-                element(elements[i], number: number)
-
-                length += n
+                if used + n > NftBatch.maxNestLength { break }
+                element(&self, i, number)
+                used += n
                 i += 1
             }
-            precondition(i > first || elements.isEmpty, "a set element larger than a netlink attribute")
+            precondition(i > first || count == 0, "a set element larger than a netlink attribute")
             close(nest)
             patch32(start, bytes.count - start)
             requests.append(Request(seq: seq, family: family, table: table, set: set, elements: first..<i, offset: start))
-        } while i < elements.count
+        } while i < count
     }
 
     /// Appends BATCH_END; the bytes are then complete.

@@ -7,11 +7,18 @@ public enum SetElementLoader {
     public static func batch(table: String, maps: [NftMap], into batch: inout NftBatch) throws {
         for map in maps {
             if let p = map.problems().first { throw UsageError("internal: \(p)") }
-            let elements = map.elements.map { e -> NftSetElement in
-                let w = map.wire(e)
-                return NftSetElement(key: w.key, keyEnd: w.keyEnd, data: w.data)
+            let lengths = map.wireLengths
+            map.elements.withUnsafeBufferPointer { elements in
+                batch.addSetElements(family: NFT.NFPROTO_INET, table: table, set: map.name, count: elements.count,
+                                     keyLength: lengths.key, keyEndLength: lengths.keyEnd, dataLength: lengths.data) { i, part, out in
+                    switch part {
+                    case .key: map.appendWire(elements[i], .key, to: &out)
+                    case .keyEnd: map.appendWire(elements[i], .keyEnd, to: &out)
+                    case .data: map.appendWire(elements[i], .data, to: &out)
+                    }
+                }
             }
-            batch.addSetElements(family: NFT.NFPROTO_INET, table: table, set: map.name, elements: elements)
+
         }
     }
 

@@ -173,7 +173,11 @@ extension Ruleset {
     /// netlink: measured (`cgnat-bench maps`), nft -f spends most of its time parsing elements, the
     /// netlink batch does not parse. Below it the elements stay in the text, so `up` loads the
     /// ruleset in one transaction. Above it the NAT fails closed between the two transactions: a
-    /// lookup in an empty map matches nothing, so "CGN no port block" drops.
+    /// lookup in an empty map matches nothing, so "CGN no port block" drops. Measured with
+    /// `cgnat-bench maps` (2 maps of n elements, this 2-core machine, busy): 1k 21 ms as text
+    /// against 6 ms by netlink, 10k 237 against 61, 131k 4.0 s against 0.98 s; 4096 keeps the
+    /// seed and labs up to a few thousand subscribers in one transaction at a cost of tens of ms.
+
     public static let inlineElementLimit = 4096
 
     static func srcnat(lab: Lab, egress: String, marks: String) -> (lines: [String], byNetlink: [NftMap]) {
@@ -192,8 +196,9 @@ extension Ruleset {
                 \t}
                 """], [])
         }
-        let maps = portBlockMaps(lab: lab, policy: policy)
+        var maps = portBlockMaps(lab: lab, policy: policy)
         let inline = maps.reduce(0) { $0 + $1.elements.count } <= inlineElementLimit
+        if !inline { for i in maps.indices { maps[i].size = maps[i].elements.count } }
         return (["""
             \t# Deterministic port blocks (RFC 7422): \(policy.portsPerSubscriber) ports of one public address per
             \t# subscriber (domain mark . inside address), \(policy.subscribersPerAddress) subscribers per address, ports
