@@ -139,6 +139,20 @@ import Netlink
         #expect(plan.ruleset.fullText.components(separatedBy: "add element inet").count - 1 == maps.reduce(0) { $0 + ($1.elements.count + 255) / 256 })
     }
 
+    /// On VRFs the same maps go to the router namespace, right after its ruleset.
+    @Test func vrfPlanLoadsTheSameElements() throws {
+        var lab = Lab.seed(name: "cgt-sets-vrf")
+        lab.router.nat.pool = [IPPrefix("198.51.100.0/28")!]
+        lab.router.nat.mapping = .portBlocks(.init(insideRange: IPPrefix("100.64.0.0/20")!))
+        let plan = Plan.vrf(lab)
+        let load = try #require(plan.steps.firstIndex { if case .loadRuleset = $0 { return true } else { return false } })
+        guard case .loadSetElements(let ns, _, let maps) = plan.steps[load + 1] else {
+            Issue.record("no element step after the ruleset"); return
+        }
+        #expect(ns == plan.steps[load].namespace)
+        #expect(maps == Plan.netns(lab).ruleset.elementsByNetlink)
+    }
+
     /// The seed's 64 subscribers stay in the text: one transaction.
     @Test func smallMapsStayInTheText() {
         let plan = Plan.netns(Lab.seed())
