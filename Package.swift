@@ -41,7 +41,7 @@ let package = Package(
         // Benchmark of `cgnat events` against `conntrack -E` under a new-flow load.
         .executableTarget(name: "cgnat-events-bench", dependencies: ["CGNat", "Netlink"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"]),
-        .testTarget(name: "CGNatTests", dependencies: ["CGNat", "CGNatCore"]),
+        .testTarget(name: "CGNatTests", dependencies: ["CGNat", "CGNatCore", "Netlink"]),
         .testTarget(name: "LabFileTests", dependencies: ["CGNatLabFile", "CGNatCore"], exclude: ["Fixtures"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CGNat", "Netlink"]),
     ],

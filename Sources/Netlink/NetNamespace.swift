@@ -75,7 +75,19 @@ public enum NetNamespace {
         try OSThread.run { try createOnThisThread(name, beforeMount: beforeMount, inside: inside) }
     }
 
+    /// Runs `body` on a new OS thread inside a new network namespace of its own that has no name:
+    /// the kernel frees it when the thread ends and nothing else holds it, so a scratch namespace
+    /// (benchmarks, tests) leaves nothing behind whatever happens. Sockets opened in `body`
+    /// belong to it.
+    public static func runInScratch<T>(_ body: @escaping () throws -> T) throws -> T {
+        try OSThread.run {
+            guard cgn_unshare(cgn_clone_newnet()) == 0 else { throw SystemError("unshare a scratch network namespace") }
+            return try body()
+        }
+    }
+
     /// `create` on the calling thread, which is left in the new namespace: only for a dedicated
+
     /// OS thread (a worker that makes many namespaces one after another, or one that ends after).
     public static func createOnThisThread(_ name: String, beforeMount: ((Identity) throws -> Void)? = nil,
                                           inside: ((Int32) throws -> Void)? = nil) throws -> Int32 {

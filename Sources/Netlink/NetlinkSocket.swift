@@ -68,7 +68,23 @@ public final class NetlinkSocket {
         }
     }
 
+    /// Sets the send buffer (SO_SNDBUFFORCE when privileged, else SO_SNDBUF): a datagram larger
+    /// than it is refused (EMSGSIZE), and an nftables batch must be one datagram.
+    public func setSendBuffer(_ bytes: Int32) {
+        var v = bytes
+        if setsockopt(socketFD, SOL_SOCKET, SO_SNDBUFFORCE, &v, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            _ = setsockopt(socketFD, SOL_SOCKET, SO_SNDBUF, &v, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
+    /// Sends bytes that are already one or more complete messages (an nfnetlink batch) as one datagram.
+    public func send(bytes: [UInt8], step: String) throws {
+        guard socketFD >= 0 else { throw NetlinkError(step: step, errno: EBADF) }
+        try sendBytes(bytes, step: step)
+    }
+
     /// Sends the message as is (to the kernel, port 0).
+
     public func send(_ message: NetlinkMessage, step: String) throws {
         guard socketFD >= 0 else { throw NetlinkError(step: step, errno: EBADF) }
         try sendBytes(message.encoded(), step: step)

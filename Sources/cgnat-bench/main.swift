@@ -3,6 +3,8 @@
 // demo built its lab; the kernel's floor (the lab's namespaces alone); and `check`'s wall time.
 // Prints medians of alternating runs and the ratios.
 //
+// `maps`: the port-block maps loaded as nft text against the netlink batch (Maps.swift).
+//
 // `--scale 10,100,1000`: for each N, a lab of N subscribers (`Lab.seedScaled`: 10 domains, or one
 // for N < 100) brought up and down by cgnat against the same plan as `ip -batch` files
 // (`cgnat render --batch`), Mininet 2.3 (N hosts on LinuxBridge switches, no controller, run in a
@@ -18,7 +20,7 @@ import Glibc
 import Netlink
 
 func usage() -> Never {
-    fputs("usage: cgnat-bench [--runs N] [--backend netns|vrf] [--cgnat PATH] [--lab NAME] [--scale N,N,... [--no-mininet]] [--tput [--seconds S] [--connections N]]\n", stderr)
+    fputs("usage: cgnat-bench [--runs N] [--backend netns|vrf] [--cgnat PATH] [--lab NAME] [--scale N,N,... [--no-mininet]] [--tput [--seconds S] [--connections N]]\n       cgnat-bench maps [--runs N]\n", stderr)
     exit(2)
 }
 
@@ -32,6 +34,14 @@ var tput = false
 var tputSeconds = 1.0
 var tputConnections = 2000
 var args = Array(CommandLine.arguments.dropFirst())
+if args.first == "maps" {
+    args.removeFirst()
+    var mapRuns = 5
+    if args.first == "--runs", args.count == 2, let n = Int(args[1]), n > 0 { mapRuns = n } else if !args.isEmpty { usage() }
+    guard geteuid() == 0 else { fputs("cgnat-bench maps: needs root (it makes scratch namespaces)\n", stderr); exit(1) }
+    runMaps(runs: mapRuns)
+    exit(0)
+}
 while !args.isEmpty {
     let a = args.removeFirst()
     switch a {

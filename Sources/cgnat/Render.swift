@@ -28,7 +28,7 @@ struct Render: ParsableCommand {
         } catch {
             fail("\(error)")
         }
-        if ruleset { Output.write(plan.ruleset.text) }
+        if ruleset { Output.write(plan.ruleset.fullText) }
         else if batch { Output.write(down ? ShellRenderer.renderDownBatched(plan) : ShellRenderer.renderBatched(plan)) }
         else { Output.write(down ? ShellRenderer.renderDown(plan) : ShellRenderer.render(plan)) }
         Output.flush()

@@ -307,7 +307,7 @@ public final class Applier {
                 return RouteMessage.addRule(Applier.rule(r))
             case .deleteRule(_, let r):
                 return RouteMessage.deleteRule(Applier.rule(r))
-            case .sysctl, .loadRuleset:
+            case .sysctl, .loadRuleset, .loadSetElements:
                 return nil
             case .createNamespace, .addVeth, .addBridge, .addVRF:
                 preconditionFailure("namespace and link steps run in phases 1 and 2")
@@ -317,6 +317,9 @@ public final class Applier {
             switch self.plan.steps[i] {
             case .sysctl(_, let k, let v): try writeSysctl(k, v)
             case .loadRuleset(_, let text): _ = try Nftables().run(text)
+            // After the ruleset that declares the maps, on this namespace's thread (the socket opens here).
+            case .loadSetElements(_, let table, let maps): try SetElementLoader.load(table: table, maps: maps)
+
             default: preconditionFailure("a netlink step")
             }
         }

@@ -137,6 +137,9 @@ extension Plan {
             interDomain: .links(r.subscribers.map(transfer)),
             hairpinOut: lab.hairpinning ? Conventions.hairpinOut : nil, hairpinIn: lab.hairpinning ? Conventions.hairpinIn : nil))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
+        if !ruleset.elementsByNetlink.isEmpty {
+            steps.append(.loadSetElements(namespace: main, table: Ruleset.tableName, maps: ruleset.elementsByNetlink))
+        }
         // Per-port source binding on every subscriber bridge (BridgeBinding.swift).
         steps += bridgeBindingSteps(lab, backend: .netns)
         // Start and stop times for the NAT mapping log; must be on before flows exist.

@@ -75,6 +75,9 @@ public enum Step: Equatable, Sendable {
     case addRule(namespace: String, rule: PlannedRule)
     case deleteRule(namespace: String, rule: PlannedRule)
     case loadRuleset(namespace: String, ruleset: String)
+    /// Elements of maps that the ruleset declares (table `inet TABLE`), loaded by netlink as one
+    /// NFT_MSG_NEWSETELEM batch (one transaction) after the ruleset.
+    case loadSetElements(namespace: String, table: String, maps: [NftMap])
 
     public var namespace: String {
         switch self {
@@ -82,7 +85,7 @@ public enum Step: Equatable, Sendable {
         case .sysctl(let ns, _, _), .addVeth(let ns, _, _, _, _, _), .addBridge(let ns, _, _), .addVRF(let ns, _, _, _),
              .setMaster(let ns, _, _), .setAddrGenModeNone(let ns, _), .addNeighbour(let ns, _, _, _),
              .setUp(let ns, _), .addAddress(let ns, _, _), .addRoute(let ns, _),
-             .addRule(let ns, _), .deleteRule(let ns, _), .loadRuleset(let ns, _):
+             .addRule(let ns, _), .deleteRule(let ns, _), .loadRuleset(let ns, _), .loadSetElements(let ns, _, _):
             return ns
         }
     }
@@ -104,6 +107,10 @@ public enum Step: Equatable, Sendable {
         case .addRule(let ns, let r): return "[\(ns)] add rule \(ShellRenderer.ruleArguments(r).joined(separator: " "))"
         case .deleteRule(let ns, let r): return "[\(ns)] delete rule \(ShellRenderer.ruleArguments(r).joined(separator: " "))"
         case .loadRuleset(let ns, _): return "[\(ns)] load nftables ruleset"
+        case .loadSetElements(let ns, let t, let maps):
+            let n = maps.reduce(0) { $0 + $1.elements.count }
+            return "[\(ns)] load \(n) elements into \(maps.map { "inet \(t) \($0.name)" }.joined(separator: ", ")) by netlink"
+
         }
     }
 }

@@ -94,6 +94,9 @@ extension Plan {
             }),
             hairpinOut: lab.hairpinning ? Conventions.hairpinOut : nil, hairpinIn: lab.hairpinning ? Conventions.hairpinIn : nil))
         steps.append(.loadRuleset(namespace: main, ruleset: ruleset.text))
+        if !ruleset.elementsByNetlink.isEmpty {
+            steps.append(.loadSetElements(namespace: main, table: Ruleset.tableName, maps: ruleset.elementsByNetlink))
+        }
         // Per-port source binding on every subscriber bridge (BridgeBinding.swift).
         steps += bridgeBindingSteps(lab, backend: .vrf)
         steps.append(.sysctl(namespace: main, key: "net.netfilter.nf_conntrack_timestamp", value: "1"))

@@ -27,6 +27,10 @@ public enum ShellRenderer {
             return "ip netns exec \(ns) sysctl -qw \(key)=\(shellQuote(value))"
         case .loadRuleset(let ns, let ruleset):
             return "ip netns exec \(ns) nft -f - <<'CGNAT_RULESET'\n\(ruleset)CGNAT_RULESET"
+        case .loadSetElements(let ns, let table, let maps):
+            // `up` sends these as one netlink batch; the same elements as nft text replay it.
+            return "ip netns exec \(ns) nft -f - <<'CGNAT_ELEMENTS'\n"
+                + maps.map { $0.addElementCommands(table: table) }.joined() + "CGNAT_ELEMENTS"
         default:
             return "ip -n \(step.namespace) " + ipArguments(step)!
         }
@@ -38,8 +42,9 @@ public enum ShellRenderer {
     public static func ipArguments(_ step: Step, placed: Bool = false) -> String? {
         let own = placed ? " netns \(step.namespace)" : ""
         switch step {
-        case .createNamespace, .sysctl, .loadRuleset:
+        case .createNamespace, .sysctl, .loadRuleset, .loadSetElements:
             return nil
+
         case .addVeth(_, let name, let pns, let peer, let index, let peerIndex):
             // `name` after `dev`: a bare `a` would parse as `address` (DESIGN.md pitfall 6).
             return "link add dev \(name) index \(index) address \(Conventions.mac(linkIndex: index))\(own) type veth"
