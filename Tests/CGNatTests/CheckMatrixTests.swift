@@ -108,7 +108,7 @@ import Netlink
         if case .rule(let r)? = rows[1].blockedBy { #expect(r.comment == Ruleset.Comment.unsolicited) } else { Issue.record("no rule") }
         // Nothing in the policy stops it: the row can only wait (and a leak fails it).
         #expect(rows[2].evidence == .wait && rows[2].target.context == "uplink")
-        #expect(CheckMatrix.rowCount(lab) == 40)
+        #expect(CheckMatrix.rowCount(lab) == CheckMatrix.rowCount(Lab.seed()) + 3)
         lab.expectations = [Expectation(from: "green_c1", to: IPAddress("192.0.2.1")!, proto: .icmp, outcome: .reach)]
         #expect(throws: UsageError.self) {
             _ = try CheckMatrix(lab: lab, backend: .netns, endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 1 })
@@ -158,7 +158,8 @@ import Netlink
                 #expect(kinds[h.name]?[.unsolicited] == (own ? nil : 3), "\(h.name)")
             }
         }
-        #expect(CheckMatrix.rowCount(Lab.seedScaled(domains: 10, perDomain: 100)) == 11471)
+        // ... and one inbound-mapping row per domain.
+        #expect(CheckMatrix.rowCount(Lab.seedScaled(domains: 10, perDomain: 100)) == 11471 + 10)
     }
 
     @Test func samePortPairsCoverThreeProtocols() {
@@ -174,8 +175,9 @@ import Netlink
 
     @Test func bothBackendsHaveTheSameRows() {
         #expect(matrix(.netns).probes.map(\.name) == matrix(.vrf).probes.map(\.name))
-        // The seed's 37 rows: its pairs are all within the sample.
-        #expect(CheckMatrix.rowCount(Lab.seed()) == 37)
+        // The seed's 39 rows: its pairs are all within the sample; an inbound-mapping row per domain.
+        #expect(CheckMatrix.rowCount(Lab.seed()) == 39)
+        #expect(matrix(.netns).inbound.map(\.probe.name) == matrix(.vrf).inbound.map(\.probe.name))
     }
 }
 
@@ -268,5 +270,95 @@ import Netlink
         #expect(VRFBinding.cgroupPath(root: "/sys/fs/cgroup", lab: "cgnat", vrf: "blue") == "/sys/fs/cgroup/cgnat-cgnat/vrf/blue")
         let c = LabRecord.Contents(parsing: "backend vrf\ncomplete\ncgroup /x/vrf/blue\ncgroup /x/vrf/blue\ncgroup /x/vrf/red\n")
         #expect(c.cgroups == ["/x/vrf/blue", "/x/vrf/red"])
+    }
+}
+
+/// Inbound rows to a live mapping: which subscribers, what is expected under each filtering, and
+/// what stops the negative ones.
+@Suite struct InboundMappingRowTests {
+    func matrix(_ lab: Lab, _ backend: Backend = .netns, sampling: CheckSampling = .standard) -> CheckMatrix {
+        var next: UInt16 = 30000
+        return try! CheckMatrix(lab: lab, backend: backend, sampling: sampling,
+                                endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { next += 1; return next })
+    }
+
+    /// The seed translated to a pool outside the router's own addresses (as labs/cgn-pool.yaml).
+    func poolLab(_ filtering: NATPolicy.Filtering? = nil) -> Lab {
+        var lab = Lab.seed()
+        let inside = lab.router.nat.inside
+        lab.router.nat = NATPolicy(inside: inside, pool: [IPPrefix("198.51.100.0/28")!],
+                                   mapping: .portBlocks(.init(insideRange: IPPrefix(inside.address, 24), blockSize: 2016)))
+        if let filtering { lab.router.nat.filtering = filtering }
+        return lab
+    }
+
+    func check(_ lab: Lab, expectReach: Bool) throws -> [InboundRow] {
+        let m = matrix(lab)
+        let rows = m.inbound
+        let policy = try #require(lab.portBlockPolicy)
+        let uplink = try #require(lab.uplinkHost)
+        let external = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }?.address)
+        // The first subscriber of each domain, once.
+        #expect(rows.map(\.opener.from.context) == lab.router.subscribers.map { d in lab.hosts(in: d.name)[0].name })
+        for row in rows {
+            let h = try #require(lab.hosts.first { $0.name == row.opener.from.context })
+            let mapped = try #require(lab.portBlock(of: h, policy: policy)?.publicAddress)
+            // The opener: a datagram to the uplink, seen there from the subscriber's public address.
+            #expect(row.opener.proto == .udp && row.opener.destination == external && row.opener.target.context == uplink.name)
+            #expect(row.opener.expect == .reach(source: mapped) && row.opener.sourcePort != nil)
+            // The row: from the uplink, from another port than the opener sent to, to the mapping,
+            // looked for at the subscriber on the port the opener sent from.
+            let p = row.probe
+            #expect(p.from.context == uplink.name && p.bindAddress == external && p.proto == .udp)
+            #expect(p.sourcePort != nil && p.sourcePort != row.opener.sourcePort)
+            #expect(p.target.context == h.name && p.targetInterface == h.interface && p.listenerPort == row.opener.sourcePort)
+            #expect(p.kind == .inboundMapping && p.destination == mapped && p.destinationPort == nil)
+            let aimed = row.aimed(at: mapped, port: 1234)
+            #expect(aimed.destination == mapped && aimed.destinationPort == 1234)
+            #expect(p.expect == (expectReach ? .reach(source: external) : .blocked), "\(p.name)")
+        }
+        return rows
+    }
+
+    @Test func seedRowsAreStoppedByTheRoutersOwnStack() throws {
+        let lab = Lab.seed()
+        let rows = try check(lab, expectReach: false)
+        #expect(rows.count == lab.router.subscribers.count)
+        // The seed's public address is the router's own: delivered locally, answered port unreachable.
+        for row in rows {
+            guard case .mechanism(let why)? = row.probe.blockedBy else { Issue.record("\(row.probe.name): \(String(describing: row.probe.blockedBy))"); continue }
+            #expect(why.contains("port unreachable") && row.probe.evidence == .portUnreachable)
+        }
+    }
+
+    @Test func poolRowsAreDroppedByTheUnsolicitedRule() throws {
+        for backend in Backend.allCases {
+            let lab = poolLab()
+            let rows = matrix(lab, backend).inbound
+            #expect(rows.count == lab.router.subscribers.count)
+            let ref = RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: Ruleset.forwardChain, comment: Ruleset.Comment.unsolicited)
+            let plan = backend == .netns ? Plan.netns(lab) : Plan.vrf(lab)
+            for row in rows {
+                #expect(row.probe.blockedBy == .rule(ref) && row.probe.evidence == .counted(ref))
+                #expect(plan.ruleset.text.contains("comment \"\(ref.comment)\""))
+            }
+        }
+        _ = try check(poolLab(), expectReach: false)
+    }
+
+    @Test func endpointIndependentRowsReach() throws {
+        let rows = try check(poolLab(.endpointIndependent), expectReach: true)
+        #expect(rows.allSatisfy { $0.probe.blockedBy == nil })
+        var seed = Lab.seed()
+        seed.router.nat.filtering = .endpointIndependent
+        _ = try check(seed, expectReach: true)
+    }
+
+    @Test func sampledPerDomainNotPerSubscriber() {
+        let lab = Lab.seedScaled(domains: 3, perDomain: 40)
+        #expect(matrix(lab).inbound.count == 3)
+        #expect(matrix(lab, sampling: CheckSampling(inboundPerDomain: 2)).inbound.count == 6)
+        #expect(matrix(lab, sampling: CheckSampling(inboundPerDomain: 0)).inbound.isEmpty)
+        #expect(CheckMatrix.rowCount(lab, sampling: CheckSampling(inboundPerDomain: 2)) == CheckMatrix.rowCount(lab) + 3)
     }
 }

@@ -330,6 +330,8 @@ final class ProbeSender {
     var rejected: Bool { !errors.isEmpty }
     /// The router's own refusal: ICMP admin-prohibited (IPv4 3/13, IPv6 1/1).
     var adminProhibited: Bool { errors.contains { $0.contains("(icmp 3/13)") || $0.contains("(icmpv6 1/1)") } }
+    /// Port unreachable (IPv4 3/3, IPv6 1/4): delivered to a host where no socket holds the port.
+    var portUnreachable: Bool { errors.contains { $0.contains("(icmp 3/3)") || $0.contains("(icmpv6 1/4)") } }
     /// Whether this sender has its answer (or failed), so waiting longer changes nothing for it.
     var answered: Bool {
         if failedEarly || rejected { return true }
@@ -397,8 +399,10 @@ final class ProbeCheck {
     func openListener() throws {
         let family = destination.family
         let type = proto == .udp ? SockType.dgram : SockType.stream
-        for _ in 0..<64 {
-            let port = UInt16.random(in: 20000...60000)
+        // A row that names its listener port gets that one or none.
+        let fixed = senders[0].probe.listenerPort
+        for _ in 0..<(fixed == nil ? 64 : 1) {
+            let port = fixed ?? UInt16.random(in: 20000...60000)
             guard ListenerPorts.shared.claim(portKey, port) else { continue }
             let fd: Int32
             do {
@@ -418,7 +422,7 @@ final class ProbeCheck {
                 let e = errno
                 close(fd)
                 ListenerPorts.shared.release(portKey, port)
-                if e == EADDRINUSE { continue }
+                if e == EADDRINUSE && fixed == nil { continue }
                 throw ProbeSetupError("bind \(proto) listener on port \(port)", errno: e)
             }
             listenerFD = fd
@@ -470,11 +474,11 @@ final class ProbeCheck {
                 let n = SocketAddress(p.destination, port: 0).withPointer { sendto(s.fd, packet, packet.count, 0, $0, $1) }
                 if n < 0 { s.sendError = "send failed: \(errnoText(errno))" }
             case .udp:
-                let ok = SocketAddress(p.destination, port: listenerPort).withPointer { connect(s.fd, $0, $1) == 0 }
+                let ok = SocketAddress(p.destination, port: p.destinationPort ?? listenerPort).withPointer { connect(s.fd, $0, $1) == 0 }
                 if !ok { s.sendError = "send failed: \(errnoText(errno))"; continue }
                 if send(s.fd, s.token, s.token.count, 0) < 0 { s.sendError = "send failed: \(errnoText(errno))" }
             case .tcp:
-                let rc = SocketAddress(p.destination, port: listenerPort).withPointer { connect(s.fd, $0, $1) }
+                let rc = SocketAddress(p.destination, port: p.destinationPort ?? listenerPort).withPointer { connect(s.fd, $0, $1) }
                 if rc == 0 {
                     s.connected = true
                     s.replyFrom = p.destination
@@ -500,6 +504,8 @@ final class ProbeCheck {
                 switch s.probe.evidence {
                 case .reject:
                     if !s.adminProhibited { return false }
+                case .portUnreachable:
+                    if !s.portUnreachable { return false }
                 case .counted(let rule):
                     guard let evidence, let t = s.ticket, evidence.covered(rule, ticket: t) else { return false }
                 case .wait:
@@ -726,6 +732,9 @@ final class ProbeCheck {
             case .reject:
                 if s.adminProhibited { return (true, answer + "; " + unseen, nil) }
                 return (false, "NOT REFUSED by the router (no admin-prohibited): " + answer + "; " + unseen, nil)
+            case .portUnreachable:
+                if s.portUnreachable { return (true, answer + "; " + unseen, nil) }
+                return (false, "NO PORT UNREACHABLE (not delivered to the router itself?): " + answer + "; " + unseen, nil)
             case .counted(let rule):
                 let text = evidence?.describe(rule) ?? "\(rule)"
                 if let evidence, let t = s.ticket, evidence.covered(rule, ticket: t) {

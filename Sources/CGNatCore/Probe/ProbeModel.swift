@@ -52,6 +52,7 @@ public enum RowKind: String, Sendable, CaseIterable, CustomStringConvertible {
     case unsolicited
     case routerUplink = "router-uplink"
     case samePort = "same-port"
+    case inboundMapping = "inbound-mapping"
     case expectation
     public var description: String { rawValue }
 }
@@ -86,6 +87,9 @@ public enum BlockEvidence: Sendable, Equatable {
     case reject
     /// The blocking rule's packet counter, read before and during the run, covers this probe.
     case counted(RuleRef)
+    /// The router's own ICMP port-unreachable on the sender's socket: the packet was delivered
+    /// to the router itself (its address), where no socket holds the port.
+    case portUnreachable
     /// No evidence can exist: wait the whole timeout for a leak.
     case wait
 }
@@ -106,6 +110,11 @@ public struct Probe: Sendable {
     /// Capture interface in the target namespace (e.g. "client1"); nil: every interface.
     public var targetInterface: String?
     public var expect: ProbeExpectation
+    /// UDP/TCP: the port to send to and the listener's port at the target, when the row needs
+    /// particular ones (an inbound row: the mapped public port, and the inside port it maps to).
+    /// nil: one fresh port for both.
+    public var destinationPort: UInt16?
+    public var listenerPort: UInt16?
     /// Why this row's detail legitimately differs between backends (shown with the row).
     public var note: String?
     public var kind: RowKind

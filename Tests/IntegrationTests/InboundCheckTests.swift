@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+import Netlink
+@testable import CGNat
+
+/// `check`'s inbound-mapping rows (issue 9): a subscriber opens a UDP mapping, and the uplink
+/// sends to it from an endpoint the subscriber never sent to. Each kind of row passes on its lab
+/// and fails once the rule that decides it is deleted from the kernel, by handle.
+@Suite(.serialized, .enabled(if: isRoot))
+struct InboundCheckTests {
+    /// A copy of labs/cgn-pool.yaml under a test name, resolved by the lab-file helper.
+    func poolLab(_ tag: String, filtering: NATPolicy.Filtering? = nil) throws -> Lab {
+        setenv("CGNAT_LAB_HELPER", (cgnatBinary as NSString).deletingLastPathComponent + "/cgnat-lab", 0)
+        var lab = try LabSource.resolve(file: "labs/cgn-pool.yaml")
+        lab.name = testLabName(tag)
+        if let filtering { lab.router.nat.filtering = filtering }
+        return lab
+    }
+
+    func inboundRows(_ report: CheckRun.Report) -> [ProbeResult] { report.results.filter { $0.kind == .inboundMapping } }
+
+    /// Deletes the rule of `chain` whose comment is `comment` in the router's namespace.
+    func deleteRule(_ lab: Lab, chain: String, comment: String) throws {
+        let ctx = try #require(lab.context(named: lab.router.name, backend: try LabControl.runningBackend(lab: lab.name)))
+        let fd = try NetNamespace.open(ctx.namespace)
+        defer { close(fd) }
+        try NetNamespace.run(in: fd) {
+            let nft = try Nftables(output: [.handle, .json])
+            let listed = try RuleCounters.rules(fromJSON: try nft.run("list chain inet \(Ruleset.tableName) \(chain)"))
+            let hits = listed.filter { $0.rule.comment == comment }
+            #expect(!hits.isEmpty, "no rule \"\(comment)\" in \(chain)")
+            for h in hits { try nft.run("delete rule inet \(Ruleset.tableName) \(chain) handle \(h.rule.handle)") }
+        }
+    }
+
+    /// Address-and-port-dependent filtering on a pool outside the router's own addresses: the
+    /// forward chain's unsolicited rule drops the packet, counted; without it the rows fail.
+    @Test func inboundToAMappingIsDroppedByTheUnsolicitedRuleAndFailsWithoutIt() throws {
+        try withLab(try poolLab("crowpm")) { lab in
+            let report = try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout)
+            #expect(report.passed, "\(failures(report))")
+            let rows = inboundRows(report)
+            #expect(rows.count == lab.router.subscribers.count)
+            for r in rows {
+                #expect(r.passed && r.probe.expect == .blocked && r.detail.hasPrefix("dropped: counted by"), "\(r.name): \(r.detail)")
+            }
+            try deleteRule(lab, chain: Ruleset.forwardChain, comment: Ruleset.Comment.unsolicited)
+            let after = inboundRows(try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout))
+            #expect(after.count == rows.count)
+            for r in after { #expect(!r.passed, "\(r.name) passes without its rule: \(r.detail)") }
+        }
+    }
+
+    /// Endpoint-independent filtering: the row reaches the subscriber from the external endpoint;
+    /// without the DNAT to the live mapping it fails.
+    @Test func inboundToAMappingReachesUnderEndpointIndependentFilteringAndFailsWithoutTheDNAT() throws {
+        try withLab(try poolLab("crowpe", filtering: .endpointIndependent)) { lab in
+            let report = try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout)
+            #expect(report.passed, "\(failures(report))")
+            let rows = inboundRows(report)
+            let external = lab.uplinkHost!.loopbackAddresses.first { $0.family == .v4 }!.address
+            #expect(rows.count == lab.router.subscribers.count)
+            for r in rows {
+                #expect(r.passed && r.observedSource == external, "\(r.name): \(r.detail)")
+            }
+            try deleteRule(lab, chain: "dstnat", comment: Ruleset.Comment.endpointIndependent)
+            let after = inboundRows(try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout))
+            #expect(after.count == rows.count)
+            for r in after { #expect(!r.passed, "\(r.name) passes without the DNAT: \(r.detail)") }
+        }
+    }
+
+    /// The seed's public address is the router's own: the packet is delivered to the router,
+    /// which answers port unreachable, and the row says so. With endpoint-independent filtering on
+    /// the same lab the row reaches the subscriber instead.
+    @Test func theSeedsInboundRowsAreAnsweredByTheRouterItself() throws {
+        try withLab(testLabName("crows")) { lab in
+            let report = try CheckRun.run(lab: lab, timeoutMilliseconds: 3000)
+            #expect(report.passed, "\(failures(report))")
+            let rows = inboundRows(report)
+            #expect(rows.count == lab.router.subscribers.count)
+            for r in rows {
+                #expect(r.passed && r.detail.contains("port unreachable (icmp 3/3)"), "\(r.name): \(r.detail)")
+                // Concluded on the error, not on the timeout.
+                #expect(r.milliseconds < 1500, "\(r.name): \(r.milliseconds) ms")
+            }
+        }
+        try withLab(testLabName("crowse"), adjust: { $0.router.nat.filtering = .endpointIndependent }) { lab in
+            let report = try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout)
+            #expect(report.passed, "\(failures(report))")
+            #expect(inboundRows(report).allSatisfy { $0.passed && $0.probe.expect != .blocked })
+        }
+    }
+}
