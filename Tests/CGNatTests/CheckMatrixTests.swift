@@ -71,7 +71,8 @@ import Netlink
     @Test func everyBlockedRowNamesWhatStopsIt() throws {
         for backend in Backend.allCases {
             let m = matrix(backend)
-            let blocked = m.probes.filter { $0.expect == .blocked }
+            // The inbound-unheld rows name a mechanism on the seed (InboundMappingRowTests).
+            let blocked = m.probes.filter { $0.expect == .blocked && $0.kind != .inboundUnheld }
             #expect(blocked.count == 5)
             let unsolicited = RuleRef(context: "main", table: "cgnat", chain: "forward", comment: Ruleset.Comment.unsolicited)
             for p in blocked where p.kind == .unsolicited {
@@ -136,13 +137,13 @@ import Netlink
         for (d, n) in [(10, 100), (10, 50), (2, 50), (3, 7)] {
             let lab = Lab.seedScaled(domains: d, perDomain: n)
             let m = matrix(.netns, lab)
-            #expect(m.probes.count + m.pairs.count == expected(domains: d, perDomain: n), "\(d)x\(n)")
+            #expect(m.probes.count + m.pairs.count == expected(domains: d, perDomain: n) + 2 * d, "\(d)x\(n)")
             let neighbourRows = m.probes.filter { $0.kind == .neighbour }.count
             #expect(neighbourRows <= CheckSampling.standard.neighbourBudget + 2 * 2 * d, "\(d)x\(n): \(neighbourRows) neighbour rows")
             // An address held in every domain is probed from the uplink into one domain per phase.
             #expect(m.phases.count == d)
             for (i, phase) in m.phases.enumerated() where i > 0 {
-                #expect(phase.probes.allSatisfy { $0.kind == .unsolicited } && phase.pairs.isEmpty)
+                #expect(phase.probes.allSatisfy { $0.kind == .unsolicited } && phase.pairs.isEmpty && phase.inbound.isEmpty)
                 let targets = Set(phase.probes.map(\.target.context))
                 #expect(targets.allSatisfy { $0.hasPrefix(lab.router.subscribers[i].name) }, "phase \(i)")
             }
@@ -158,8 +159,8 @@ import Netlink
                 #expect(kinds[h.name]?[.unsolicited] == (own ? nil : 3), "\(h.name)")
             }
         }
-        // ... and one inbound-mapping row per domain.
-        #expect(CheckMatrix.rowCount(Lab.seedScaled(domains: 10, perDomain: 100)) == 11471 + 10)
+        // ... and per domain one inbound-mapping row and two inbound-unheld rows.
+        #expect(CheckMatrix.rowCount(Lab.seedScaled(domains: 10, perDomain: 100)) == 11471 + 10 * 3)
     }
 
     @Test func samePortPairsCoverThreeProtocols() {
@@ -175,8 +176,9 @@ import Netlink
 
     @Test func bothBackendsHaveTheSameRows() {
         #expect(matrix(.netns).probes.map(\.name) == matrix(.vrf).probes.map(\.name))
-        // The seed's 39 rows: its pairs are all within the sample; an inbound-mapping row per domain.
-        #expect(CheckMatrix.rowCount(Lab.seed()) == 39)
+        // The seed's 43 rows: its pairs are all within the sample; per domain an inbound-mapping
+        // row and two inbound-unheld rows.
+        #expect(CheckMatrix.rowCount(Lab.seed()) == 43)
         #expect(matrix(.netns).inbound.map(\.probe.name) == matrix(.vrf).inbound.map(\.probe.name))
     }
 }
@@ -354,11 +356,43 @@ import Netlink
         _ = try check(seed, expectReach: true)
     }
 
+    @Test func unheldPortsReachNobody() throws {
+        for lab in [Lab.seed(), poolLab(), poolLab(.endpointIndependent)] {
+            let m = matrix(lab)
+            let policy = try #require(lab.portBlockPolicy)
+            let external = lab.uplinkHost!.loopbackAddresses.first { $0.family == .v4 }!.address
+            let rows = m.probes.filter { $0.kind == .inboundUnheld }
+            #expect(rows.count == 2 * lab.router.subscribers.count)
+            for row in m.inbound {
+                let h = try #require(lab.hosts.first { $0.name == row.opener.from.context })
+                let block = try #require(lab.portBlock(of: h, policy: policy))
+                let mine = rows.filter { $0.target.context == h.name }
+                // One port of its block, one below every block; both to its public address, at it.
+                #expect(mine.compactMap(\.destinationPort) == [block.ports.upperBound, policy.ports.lowerBound - 1])
+                for u in mine {
+                    #expect(u.destination == block.publicAddress && u.from.context == lab.uplinkHost!.name && u.bindAddress == external)
+                    #expect(u.expect == .blocked && u.listenerPort == u.destinationPort && u.targetInterface == h.interface)
+                    // The router's own address: answered by its own stack; any other: the forward chain's rule.
+                    if lab.router.uplink.addresses.contains(where: { $0.address == block.publicAddress }) {
+                        if case .mechanism? = u.blockedBy {} else { Issue.record("\(u.name): \(String(describing: u.blockedBy))") }
+                        #expect(u.evidence == .portUnreachable)
+                    } else {
+                        let ref = RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: Ruleset.forwardChain, comment: Ruleset.Comment.unsolicited)
+                        #expect(u.blockedBy == .rule(ref) && u.evidence == .counted(ref))
+                    }
+                }
+                // The unheld port is not a port of any other subscriber's block on that address.
+                let others = lab.hosts.filter { $0.name != h.name }.compactMap { lab.portBlock(of: $0, policy: policy) }
+                #expect(!others.contains { $0.publicAddress == block.publicAddress && $0.ports.contains(block.ports.upperBound) })
+            }
+        }
+    }
+
     @Test func sampledPerDomainNotPerSubscriber() {
         let lab = Lab.seedScaled(domains: 3, perDomain: 40)
         #expect(matrix(lab).inbound.count == 3)
         #expect(matrix(lab, sampling: CheckSampling(inboundPerDomain: 2)).inbound.count == 6)
         #expect(matrix(lab, sampling: CheckSampling(inboundPerDomain: 0)).inbound.isEmpty)
-        #expect(CheckMatrix.rowCount(lab, sampling: CheckSampling(inboundPerDomain: 2)) == CheckMatrix.rowCount(lab) + 3)
+        #expect(CheckMatrix.rowCount(lab, sampling: CheckSampling(inboundPerDomain: 2)) == CheckMatrix.rowCount(lab) + 3 * 3)   // a mapping row and two unheld rows each
     }
 }

@@ -18,6 +18,7 @@ struct InboundCheckTests {
     }
 
     func inboundRows(_ report: CheckRun.Report) -> [ProbeResult] { report.results.filter { $0.kind == .inboundMapping } }
+    func unheldRows(_ report: CheckRun.Report) -> [ProbeResult] { report.results.filter { $0.kind == .inboundUnheld } }
 
     /// Deletes the rule of `chain` whose comment is `comment` in the router's namespace.
     func deleteRule(_ lab: Lab, chain: String, comment: String) throws {
@@ -44,9 +45,13 @@ struct InboundCheckTests {
             for r in rows {
                 #expect(r.passed && r.probe.expect == .blocked && r.detail.hasPrefix("dropped: counted by"), "\(r.name): \(r.detail)")
             }
+            let unheld = unheldRows(report)
+            #expect(unheld.count == 2 * lab.router.subscribers.count)
+            for r in unheld { #expect(r.passed && r.detail.hasPrefix("dropped: counted by"), "\(r.name): \(r.detail)") }
             try deleteRule(lab, chain: Ruleset.forwardChain, comment: Ruleset.Comment.unsolicited)
-            let after = inboundRows(try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout))
-            #expect(after.count == rows.count)
+            let second = try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout)
+            let after = inboundRows(second) + unheldRows(second)
+            #expect(after.count == rows.count + unheld.count)
             for r in after { #expect(!r.passed, "\(r.name) passes without its rule: \(r.detail)") }
         }
     }
@@ -63,6 +68,10 @@ struct InboundCheckTests {
             for r in rows {
                 #expect(r.passed && r.observedSource == external, "\(r.name): \(r.detail)")
             }
+            // Unheld ports stay closed under endpoint-independent filtering too.
+            let unheld = unheldRows(report)
+            #expect(unheld.count == 2 * lab.router.subscribers.count)
+            for r in unheld { #expect(r.passed && r.detail.hasPrefix("dropped: counted by"), "\(r.name): \(r.detail)") }
             try deleteRule(lab, chain: "dstnat", comment: Ruleset.Comment.endpointIndependent)
             let after = inboundRows(try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout))
             #expect(after.count == rows.count)
@@ -79,7 +88,8 @@ struct InboundCheckTests {
             #expect(report.passed, "\(failures(report))")
             let rows = inboundRows(report)
             #expect(rows.count == lab.router.subscribers.count)
-            for r in rows {
+            #expect(unheldRows(report).count == 2 * lab.router.subscribers.count)
+            for r in rows + unheldRows(report) {
                 #expect(r.passed && r.detail.contains("port unreachable (icmp 3/3)"), "\(r.name): \(r.detail)")
                 // Concluded on the error, not on the timeout.
                 #expect(r.milliseconds < 1500, "\(r.name): \(r.milliseconds) ms")

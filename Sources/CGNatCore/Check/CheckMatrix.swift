@@ -311,6 +311,24 @@ public struct CheckMatrix {
                     if !independent { (p.blockedBy, p.evidence) = policy.blockingInbound(to: mapped) }
                     p.note = independent ? "endpoint-independent filtering" : "address-and-port-dependent filtering"
                     phases[0].inbound.append(InboundRow(opener: opener, probe: p))
+                    // Public ports no live mapping holds reach nobody, under either filtering: the
+                    // last port of this subscriber's block, and one below every block. (The NAT
+                    // picks a flow's port in its block by hash: under endpoint-independent
+                    // filtering a live UDP flow of the subscriber holds the last port with a chance
+                    // of one in the block's size, and the row then fails as a leak.)
+                    guard let blocks, let block = lab.portBlock(of: h, policy: blocks) else { continue }
+                    var unheld: [(UInt16, String)] = [(block.ports.upperBound, "in \(h.name)'s block, unheld")]
+                    if blocks.ports.lowerBound > 1 { unheld.append((blocks.ports.lowerBound - 1, "outside every block")) }
+                    for (publicPort, why) in unheld {
+                        var u = Probe(name: "udp \(mapped) port \(publicPort) (\(why))", from: up, bindAddress: dst, sourcePort: port(),
+                                      destination: mapped, proto: .udp, target: try endpoint(h.name), targetInterface: h.interface,
+                                      expect: .blocked, kind: .inboundUnheld)
+                        // A leak untranslated keeps the port; a translated one is still seen by its token.
+                        u.destinationPort = publicPort
+                        u.listenerPort = publicPort
+                        (u.blockedBy, u.evidence) = policy.blockingInbound(to: mapped)
+                        phases[0].probes.append(u)
+                    }
                 }
             }
         }

@@ -53,6 +53,7 @@ public enum RowKind: String, Sendable, CaseIterable, CustomStringConvertible {
     case routerUplink = "router-uplink"
     case samePort = "same-port"
     case inboundMapping = "inbound-mapping"
+    case inboundUnheld = "inbound-unheld"
     case expectation
     public var description: String { rawValue }
 }
