@@ -64,6 +64,7 @@ func blockedRowsFailWithoutTheirRules(_ lab: Lab) throws {
     // to the router's own address, answered port unreachable) are checked by their own tests.
     let mechanisms = first.rows.filter { $0.blockedBy?["mechanism"] != nil }
     #expect(mechanisms.allSatisfy { $0.passed && $0.detail.contains("port unreachable") }, "\(mechanisms.map(\.detail))")
+    #expect(mechanisms.allSatisfy { $0.probe.contains("mapping") || $0.probe.contains("block") })
     let blocked = first.rows.filter { $0.blockedBy != nil && $0.blockedBy?["mechanism"] == nil }
     #expect(blocked.count >= 5)
     #expect(blocked.allSatisfy { $0.rule != nil }, "every blocked row of the seed that names a rule has its handle")
