@@ -329,7 +329,9 @@ import Netlink
         // The seed's public address is the router's own: delivered locally, answered port unreachable.
         for row in rows {
             guard case .mechanism(let why)? = row.probe.blockedBy else { Issue.record("\(row.probe.name): \(String(describing: row.probe.blockedBy))"); continue }
-            #expect(why.contains("port unreachable") && row.probe.evidence == .portUnreachable)
+            let counter = RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: "input", comment: Ruleset.Comment.localUDP)
+            #expect(why.contains("port unreachable") && row.probe.evidence == .counted(counter))
+            #expect(Plan.netns(lab).ruleset.text.contains("comment \"\(counter.comment)\""))
         }
     }
 
@@ -375,7 +377,7 @@ import Netlink
                     // The router's own address: answered by its own stack; any other: the forward chain's rule.
                     if lab.router.uplink.addresses.contains(where: { $0.address == block.publicAddress }) {
                         if case .mechanism? = u.blockedBy {} else { Issue.record("\(u.name): \(String(describing: u.blockedBy))") }
-                        #expect(u.evidence == .portUnreachable)
+                        #expect(u.evidence == .counted(RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: "input", comment: Ruleset.Comment.localUDP)))
                     } else {
                         let ref = RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: Ruleset.forwardChain, comment: Ruleset.Comment.unsolicited)
                         #expect(u.blockedBy == .rule(ref) && u.evidence == .counted(ref))

@@ -61,6 +61,7 @@ public enum CheckRun {
         // The rules that stop the blocked rows, by handle in the kernel; their counters prove
         // the drops.
         try counters.track(Set((matrix.probes + matrix.inbound.map(\.probe)).compactMap { p -> RuleRef? in
+            if case .counted(let r) = p.evidence { return r }
             if case .rule(let r)? = p.blockedBy { return r } else { return nil }
         }))
 

@@ -330,8 +330,6 @@ final class ProbeSender {
     var rejected: Bool { !errors.isEmpty }
     /// The router's own refusal: ICMP admin-prohibited (IPv4 3/13, IPv6 1/1).
     var adminProhibited: Bool { errors.contains { $0.contains("(icmp 3/13)") || $0.contains("(icmpv6 1/1)") } }
-    /// Port unreachable (IPv4 3/3, IPv6 1/4): delivered to a host where no socket holds the port.
-    var portUnreachable: Bool { errors.contains { $0.contains("(icmp 3/3)") || $0.contains("(icmpv6 1/4)") } }
     /// Whether this sender has its answer (or failed), so waiting longer changes nothing for it.
     var answered: Bool {
         if failedEarly || rejected { return true }
@@ -504,8 +502,6 @@ final class ProbeCheck {
                 switch s.probe.evidence {
                 case .reject:
                     if !s.adminProhibited { return false }
-                case .portUnreachable:
-                    if !s.portUnreachable { return false }
                 case .counted(let rule):
                     guard let evidence, let t = s.ticket, evidence.covered(rule, ticket: t) else { return false }
                 case .wait:
@@ -732,14 +728,11 @@ final class ProbeCheck {
             case .reject:
                 if s.adminProhibited { return (true, answer + "; " + unseen, nil) }
                 return (false, "NOT REFUSED by the router (no admin-prohibited): " + answer + "; " + unseen, nil)
-            case .portUnreachable:
-                if s.portUnreachable { return (true, answer + "; " + unseen, nil) }
-                // The kernel limits ICMP errors per peer (net.ipv4.icmp_ratelimit): checks run
-                // back to back get none, and the row falls back to waiting for a leak.
-                return (true, answer + " (no port unreachable: rate-limited per peer?); " + unseen + " in \(Int(timeout)) ms", nil)
             case .counted(let rule):
                 let text = evidence?.describe(rule) ?? "\(rule)"
                 if let evidence, let t = s.ticket, evidence.covered(rule, ticket: t) {
+                    // A counter of a rule that does not drop: the row's mechanism stopped it there.
+                    if case .mechanism? = s.probe.blockedBy { return (true, "ended in \(rule.context): counted by \(text); " + unseen, nil) }
                     return (true, "dropped: counted by \(text); " + unseen, nil)
                 }
                 return (false, "NOT COUNTED by \(text) (something else stopped it): " + answer + "; " + unseen, nil)

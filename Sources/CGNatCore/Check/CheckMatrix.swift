@@ -428,7 +428,10 @@ struct BlockingPolicy {
     /// forwarded, and the forward chain drops unsolicited IPv4 from the uplink.
     func blockingInbound(to publicAddress: IPAddress) -> (BlockedBy, BlockEvidence) {
         if routerOwn.contains(publicAddress) {
-            return (.mechanism("delivered to the router itself (\(publicAddress) is its own address and nothing translates the packet on): no socket of the router holds the port, its UDP stack answers port unreachable"), .portUnreachable)
+            // The input chain's counter proves it ended in the router (the port unreachable it
+            // answers is rate-limited per peer, so it cannot be relied on).
+            let counter = RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: "input", comment: Ruleset.Comment.localUDP)
+            return (.mechanism("delivered to the router itself (\(publicAddress) is its own address and nothing translates the packet on): no socket of the router holds the port, its UDP stack answers port unreachable"), .counted(counter))
         }
         let ref = rule(Ruleset.Comment.unsolicited)
         return (.rule(ref), .counted(ref))

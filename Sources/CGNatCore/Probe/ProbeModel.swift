@@ -88,10 +88,6 @@ public enum BlockEvidence: Sendable, Equatable {
     case reject
     /// The blocking rule's packet counter, read before and during the run, covers this probe.
     case counted(RuleRef)
-    /// The router's own ICMP port-unreachable on the sender's socket: the packet was delivered
-    /// to the router itself (its address), where no socket holds the port. Without it (the
-    /// kernel rate-limits ICMP errors per peer) the row waits its whole timeout for a leak.
-    case portUnreachable
     /// No evidence can exist: wait the whole timeout for a leak.
     case wait
 }
