@@ -36,8 +36,13 @@ struct InboundCheckTests {
 
     /// Address-and-port-dependent filtering on a pool outside the router's own addresses: the
     /// forward chain's unsolicited rule drops the packet, counted; without it the rows fail.
-    @Test func inboundToAMappingIsDroppedByTheUnsolicitedRuleAndFailsWithoutIt() throws {
-        try withLab(try poolLab("crowpm")) { lab in
+    @Test func inboundToAMappingIsDroppedByTheUnsolicitedRuleAndFailsWithoutIt() throws { try droppedByTheUnsolicitedRule(.netns) }
+
+    @Test(.enabled(if: kernelHasVRF, "this kernel has no VRF driver (the VM run covers it)"))
+    func inboundToAMappingIsDroppedByTheUnsolicitedRuleAndFailsWithoutItOnVRFs() throws { try droppedByTheUnsolicitedRule(.vrf) }
+
+    func droppedByTheUnsolicitedRule(_ backend: Backend) throws {
+        try withLab(try poolLab(backend == .vrf ? "crowpmv" : "crowpm"), backend: backend) { lab in
             let report = try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout)
             #expect(report.passed, "\(failures(report))")
             let rows = inboundRows(report)
@@ -58,8 +63,13 @@ struct InboundCheckTests {
 
     /// Endpoint-independent filtering: the row reaches the subscriber from the external endpoint;
     /// without the DNAT to the live mapping it fails.
-    @Test func inboundToAMappingReachesUnderEndpointIndependentFilteringAndFailsWithoutTheDNAT() throws {
-        try withLab(try poolLab("crowpe", filtering: .endpointIndependent)) { lab in
+    @Test func inboundToAMappingReachesUnderEndpointIndependentFilteringAndFailsWithoutTheDNAT() throws { try reachesUnderEIF(.netns) }
+
+    @Test(.enabled(if: kernelHasVRF, "this kernel has no VRF driver (the VM run covers it)"))
+    func inboundToAMappingReachesUnderEndpointIndependentFilteringAndFailsWithoutTheDNATOnVRFs() throws { try reachesUnderEIF(.vrf) }
+
+    func reachesUnderEIF(_ backend: Backend) throws {
+        try withLab(try poolLab(backend == .vrf ? "crowpev" : "crowpe", filtering: .endpointIndependent), backend: backend) { lab in
             let report = try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout)
             #expect(report.passed, "\(failures(report))")
             let rows = inboundRows(report)
@@ -84,8 +94,13 @@ struct InboundCheckTests {
     /// run after run (ICMP errors are rate-limited per peer, the counter is not). Without the
     /// counter the rows cannot prove it and fail. With endpoint-independent filtering on the
     /// same lab the mapping rows reach the subscriber instead.
-    @Test func theSeedsInboundRowsEndInTheRouterItself() throws {
-        try withLab(testLabName("crows")) { lab in
+    @Test func theSeedsInboundRowsEndInTheRouterItself() throws { try seedRowsEndInTheRouter(.netns) }
+
+    @Test(.enabled(if: kernelHasVRF, "this kernel has no VRF driver (the VM run covers it)"))
+    func theSeedsInboundRowsEndInTheRouterItselfOnVRFs() throws { try seedRowsEndInTheRouter(.vrf) }
+
+    func seedRowsEndInTheRouter(_ backend: Backend) throws {
+        try withLab(testLabName(backend == .vrf ? "crowsv" : "crows"), backend: backend) { lab in
             for run in 0..<3 {
                 let report = try CheckRun.run(lab: lab, timeoutMilliseconds: 3000)
                 #expect(report.passed, "\(failures(report))")
@@ -103,7 +118,7 @@ struct InboundCheckTests {
             #expect(rows.count == 3 * lab.router.subscribers.count)
             for r in rows { #expect(!r.passed, "\(r.name) passes without its counter: \(r.detail)") }
         }
-        try withLab(testLabName("crowse"), adjust: { $0.router.nat.filtering = .endpointIndependent }) { lab in
+        try withLab(testLabName(backend == .vrf ? "crowsev" : "crowse"), backend: backend, adjust: { $0.router.nat.filtering = .endpointIndependent }) { lab in
             let report = try CheckRun.run(lab: lab, timeoutMilliseconds: probeTimeout)
             #expect(report.passed, "\(failures(report))")
             #expect(inboundRows(report).allSatisfy { $0.passed && $0.probe.expect != .blocked })
