@@ -71,7 +71,8 @@ import Netlink
     @Test func everyBlockedRowNamesWhatStopsIt() throws {
         for backend in Backend.allCases {
             let m = matrix(backend)
-            let blocked = m.probes.filter { $0.expect == .blocked }
+            // The inbound-unheld rows name a mechanism on the seed (InboundMappingRowTests).
+            let blocked = m.probes.filter { $0.expect == .blocked && $0.kind != .inboundUnheld }
             #expect(blocked.count == 7)
             let unsolicited = RuleRef(context: "main", table: "cgnat", chain: "forward", comment: Ruleset.Comment.unsolicited)
             for p in blocked where p.kind == .unsolicited {
@@ -121,7 +122,7 @@ import Netlink
         if case .rule(let r)? = rows[1].blockedBy { #expect(r.comment == Ruleset.Comment.unsolicited) } else { Issue.record("no rule") }
         // Nothing in the policy stops it: the row can only wait (and a leak fails it).
         #expect(rows[2].evidence == .wait && rows[2].target.context == "uplink")
-        #expect(CheckMatrix.rowCount(lab) == 42)
+        #expect(CheckMatrix.rowCount(lab) == CheckMatrix.rowCount(Lab.seed()) + 3)
         lab.expectations = [Expectation(from: "green_c1", to: IPAddress("192.0.2.1")!, proto: .icmp, outcome: .reach)]
         #expect(throws: UsageError.self) {
             _ = try CheckMatrix(lab: lab, backend: .netns, endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 1 })
@@ -151,13 +152,13 @@ import Netlink
         for (d, n) in [(10, 100), (10, 50), (2, 50), (3, 7)] {
             let lab = Lab.seedScaled(domains: d, perDomain: n)
             let m = matrix(.netns, lab)
-            #expect(m.probes.count + m.pairs.count == expected(domains: d, perDomain: n), "\(d)x\(n)")
+            #expect(m.probes.count + m.pairs.count == expected(domains: d, perDomain: n) + 2 * d, "\(d)x\(n)")
             let neighbourRows = m.probes.filter { $0.kind == .neighbour }.count
             #expect(neighbourRows <= CheckSampling.standard.neighbourBudget + 2 * 2 * d, "\(d)x\(n): \(neighbourRows) neighbour rows")
             // An address held in every domain is probed from the uplink into one domain per phase.
             #expect(m.phases.count == d)
             for (i, phase) in m.phases.enumerated() where i > 0 {
-                #expect(phase.probes.allSatisfy { $0.kind == .unsolicited } && phase.pairs.isEmpty)
+                #expect(phase.probes.allSatisfy { $0.kind == .unsolicited } && phase.pairs.isEmpty && phase.inbound.isEmpty)
                 let targets = Set(phase.probes.map(\.target.context))
                 #expect(targets.allSatisfy { $0.hasPrefix(lab.router.subscribers[i].name) }, "phase \(i)")
             }
@@ -173,7 +174,8 @@ import Netlink
                 #expect(kinds[h.name]?[.unsolicited] == (own ? nil : 3), "\(h.name)")
             }
         }
-        #expect(CheckMatrix.rowCount(Lab.seedScaled(domains: 10, perDomain: 100)) == 11491)
+        // ... and per domain one inbound-mapping row and two inbound-unheld rows.
+        #expect(CheckMatrix.rowCount(Lab.seedScaled(domains: 10, perDomain: 100)) == 11491 + 10 * 3)
     }
 
     @Test func samePortPairsCoverThreeProtocols() {
@@ -189,8 +191,10 @@ import Netlink
 
     @Test func bothBackendsHaveTheSameRows() {
         #expect(matrix(.netns).probes.map(\.name) == matrix(.vrf).probes.map(\.name))
-        // The seed's 39 rows: its pairs are all within the sample.
-        #expect(CheckMatrix.rowCount(Lab.seed()) == 39)
+        // The seed's 45 rows: its pairs are all within the sample; per domain an inbound-mapping
+        // row and two inbound-unheld rows.
+        #expect(CheckMatrix.rowCount(Lab.seed()) == 45)
+        #expect(matrix(.netns).inbound.map(\.probe.name) == matrix(.vrf).inbound.map(\.probe.name))
     }
 }
 
@@ -283,5 +287,129 @@ import Netlink
         #expect(VRFBinding.cgroupPath(root: "/sys/fs/cgroup", lab: "cgnat", vrf: "blue") == "/sys/fs/cgroup/cgnat-cgnat/vrf/blue")
         let c = LabRecord.Contents(parsing: "backend vrf\ncomplete\ncgroup /x/vrf/blue\ncgroup /x/vrf/blue\ncgroup /x/vrf/red\n")
         #expect(c.cgroups == ["/x/vrf/blue", "/x/vrf/red"])
+    }
+}
+
+/// Inbound rows to a live mapping: which subscribers, what is expected under each filtering, and
+/// what stops the negative ones.
+@Suite struct InboundMappingRowTests {
+    func matrix(_ lab: Lab, _ backend: Backend = .netns, sampling: CheckSampling = .standard) -> CheckMatrix {
+        var next: UInt16 = 30000
+        return try! CheckMatrix(lab: lab, backend: backend, sampling: sampling,
+                                endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { next += 1; return next })
+    }
+
+    /// The seed translated to a pool outside the router's own addresses (as labs/cgn-pool.yaml).
+    func poolLab(_ filtering: NATPolicy.Filtering? = nil) -> Lab {
+        var lab = Lab.seed()
+        let inside = lab.router.nat.inside
+        lab.router.nat = NATPolicy(inside: inside, pool: [IPPrefix("198.51.100.0/28")!],
+                                   mapping: .portBlocks(.init(insideRange: IPPrefix(inside.address, 24), blockSize: 2016)))
+        if let filtering { lab.router.nat.filtering = filtering }
+        return lab
+    }
+
+    func check(_ lab: Lab, expectReach: Bool) throws -> [InboundRow] {
+        let m = matrix(lab)
+        let rows = m.inbound
+        let policy = try #require(lab.portBlockPolicy)
+        let uplink = try #require(lab.uplinkHost)
+        let external = try #require(uplink.loopbackAddresses.first { $0.family == .v4 }?.address)
+        // The first subscriber of each domain, once.
+        #expect(rows.map(\.opener.from.context) == lab.router.subscribers.map { d in lab.hosts(in: d.name)[0].name })
+        for row in rows {
+            let h = try #require(lab.hosts.first { $0.name == row.opener.from.context })
+            let mapped = try #require(lab.portBlock(of: h, policy: policy)?.publicAddress)
+            // The opener: a datagram to the uplink, seen there from the subscriber's public address.
+            #expect(row.opener.proto == .udp && row.opener.destination == external && row.opener.target.context == uplink.name)
+            #expect(row.opener.expect == .reach(source: mapped) && row.opener.sourcePort != nil)
+            // The row: from the uplink, from another port than the opener sent to, to the mapping,
+            // looked for at the subscriber on the port the opener sent from.
+            let p = row.probe
+            #expect(p.from.context == uplink.name && p.bindAddress == external && p.proto == .udp)
+            #expect(p.sourcePort != nil && p.sourcePort != row.opener.sourcePort)
+            #expect(p.target.context == h.name && p.targetInterface == h.interface && p.listenerPort == row.opener.sourcePort)
+            #expect(p.kind == .inboundMapping && p.destination == mapped && p.destinationPort == nil)
+            let aimed = row.aimed(at: mapped, port: 1234)
+            #expect(aimed.destination == mapped && aimed.destinationPort == 1234)
+            #expect(p.expect == (expectReach ? .reach(source: external) : .blocked), "\(p.name)")
+        }
+        return rows
+    }
+
+    @Test func seedRowsAreStoppedByTheRoutersOwnStack() throws {
+        let lab = Lab.seed()
+        let rows = try check(lab, expectReach: false)
+        #expect(rows.count == lab.router.subscribers.count)
+        // The seed's public address is the router's own: delivered locally, answered port unreachable.
+        for row in rows {
+            guard case .mechanism(let why)? = row.probe.blockedBy else { Issue.record("\(row.probe.name): \(String(describing: row.probe.blockedBy))"); continue }
+            let counter = RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: "input", comment: Ruleset.Comment.localUDP)
+            #expect(why.contains("port unreachable") && row.probe.evidence == .counted(counter))
+            #expect(Plan.netns(lab).ruleset.text.contains("comment \"\(counter.comment)\""))
+        }
+    }
+
+    @Test func poolRowsAreDroppedByTheUnsolicitedRule() throws {
+        for backend in Backend.allCases {
+            let lab = poolLab()
+            let rows = matrix(lab, backend).inbound
+            #expect(rows.count == lab.router.subscribers.count)
+            let ref = RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: Ruleset.forwardChain, comment: Ruleset.Comment.unsolicited)
+            let plan = backend == .netns ? Plan.netns(lab) : Plan.vrf(lab)
+            for row in rows {
+                #expect(row.probe.blockedBy == .rule(ref) && row.probe.evidence == .counted(ref))
+                #expect(plan.ruleset.text.contains("comment \"\(ref.comment)\""))
+            }
+        }
+        _ = try check(poolLab(), expectReach: false)
+    }
+
+    @Test func endpointIndependentRowsReach() throws {
+        let rows = try check(poolLab(.endpointIndependent), expectReach: true)
+        #expect(rows.allSatisfy { $0.probe.blockedBy == nil })
+        var seed = Lab.seed()
+        seed.router.nat.filtering = .endpointIndependent
+        _ = try check(seed, expectReach: true)
+    }
+
+    @Test func unheldPortsReachNobody() throws {
+        for lab in [Lab.seed(), poolLab(), poolLab(.endpointIndependent)] {
+            let m = matrix(lab)
+            let policy = try #require(lab.portBlockPolicy)
+            let external = lab.uplinkHost!.loopbackAddresses.first { $0.family == .v4 }!.address
+            let rows = m.probes.filter { $0.kind == .inboundUnheld }
+            #expect(rows.count == 2 * lab.router.subscribers.count)
+            for row in m.inbound {
+                let h = try #require(lab.hosts.first { $0.name == row.opener.from.context })
+                let block = try #require(lab.portBlock(of: h, policy: policy))
+                let mine = rows.filter { $0.target.context == h.name }
+                // One port of its block, one below every block; both to its public address, at it.
+                #expect(mine.compactMap(\.destinationPort) == [block.ports.upperBound, policy.ports.lowerBound - 1])
+                for u in mine {
+                    #expect(u.destination == block.publicAddress && u.from.context == lab.uplinkHost!.name && u.bindAddress == external)
+                    #expect(u.expect == .blocked && u.listenerPort == u.destinationPort && u.targetInterface == h.interface)
+                    // The router's own address: answered by its own stack; any other: the forward chain's rule.
+                    if lab.router.uplink.addresses.contains(where: { $0.address == block.publicAddress }) {
+                        if case .mechanism? = u.blockedBy {} else { Issue.record("\(u.name): \(String(describing: u.blockedBy))") }
+                        #expect(u.evidence == .counted(RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: "input", comment: Ruleset.Comment.localUDP)))
+                    } else {
+                        let ref = RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: Ruleset.forwardChain, comment: Ruleset.Comment.unsolicited)
+                        #expect(u.blockedBy == .rule(ref) && u.evidence == .counted(ref))
+                    }
+                }
+                // The unheld port is not a port of any other subscriber's block on that address.
+                let others = lab.hosts.filter { $0.name != h.name }.compactMap { lab.portBlock(of: $0, policy: policy) }
+                #expect(!others.contains { $0.publicAddress == block.publicAddress && $0.ports.contains(block.ports.upperBound) })
+            }
+        }
+    }
+
+    @Test func sampledPerDomainNotPerSubscriber() {
+        let lab = Lab.seedScaled(domains: 3, perDomain: 40)
+        #expect(matrix(lab).inbound.count == 3)
+        #expect(matrix(lab, sampling: CheckSampling(inboundPerDomain: 2)).inbound.count == 6)
+        #expect(matrix(lab, sampling: CheckSampling(inboundPerDomain: 0)).inbound.isEmpty)
+        #expect(CheckMatrix.rowCount(lab, sampling: CheckSampling(inboundPerDomain: 2)) == CheckMatrix.rowCount(lab) + 3 * 3)   // a mapping row and two unheld rows each
     }
 }

@@ -63,7 +63,8 @@ public enum CheckRun {
 
         // The rules that stop the blocked rows, by handle in the kernel; their counters prove
         // the drops.
-        try counters.track(Set(matrix.probes.compactMap { p -> RuleRef? in
+        try counters.track(Set((matrix.probes + matrix.inbound.map(\.probe)).compactMap { p -> RuleRef? in
+            if case .counted(let r) = p.evidence { return r }
             if case .rule(let r)? = p.blockedBy { return r } else { return nil }
         }))
 
@@ -74,14 +75,44 @@ public enum CheckRun {
             // the router, and the router routing it into the domain, so only the policy stops it.
             let routes = try ProbeRouteSet(phase.routes) { try endpoint($0).namespaceFD }
             defer { routes.remove() }
-            counters.resetBaseline(only: Set((phase.probes + phase.pairs.flatMap { [$0.first, $0.second] }).compactMap { p -> RuleRef? in
+            counters.resetBaseline(only: Set((phase.probes + phase.inbound.map(\.probe) + phase.pairs.flatMap { [$0.first, $0.second] }).compactMap { p -> RuleRef? in
                 if case .rule(let r)? = p.blockedBy { return r } else { return nil }
             }))
-            results += runChecks(probes: phase.probes, pairs: phase.pairs, options: options, evidence: counters)
+            // The inbound rows' openers run with the phase's other rows; each inbound row then
+            // aims at the public address and port its opener was seen from.
+            let ran = runChecks(probes: phase.probes + phase.inbound.map(\.opener), pairs: phase.pairs, options: options, evidence: counters)
+            let openers = Array(ran[phase.probes.count..<(phase.probes.count + phase.inbound.count)])
+            results += ran[..<phase.probes.count] + ran[(phase.probes.count + phase.inbound.count)...]
+            if !phase.inbound.isEmpty {
+                results += runInbound(phase.inbound, openers: openers, options: options, counters: counters)
+            }
         }
         guard running.stillUp else { throw running.wentDown }
         return Report(results: results, wallMilliseconds: monotonicMilliseconds() - start, backend: backend,
                       handles: counters.handles, sampling: matrix.sampling, phases: matrix.phases.count)
+    }
+}
+
+extension CheckRun {
+    /// Runs each inbound row against the mapping its opener opened; a row whose opener did not
+    /// see its mapping fails and says why.
+    static func runInbound(_ rows: [InboundRow], openers: [ProbeResult], options: ProbeRunOptions,
+                           counters: RuleCounters) -> [ProbeResult] {
+        var aimed: [Probe] = []
+        for (row, o) in zip(rows, openers) {
+            if o.passed, let a = o.observedSource, let p = o.observedPort { aimed.append(row.aimed(at: a, port: p)) }
+        }
+        counters.resetBaseline()
+        var ran = runChecks(probes: aimed, options: options, evidence: counters)[...]
+        return zip(rows, openers).map { row, o in
+            guard o.passed, o.observedSource != nil, o.observedPort != nil else {
+                return ProbeResult(probe: row.probe, pair: nil, passed: false, detail: "mapping not opened (\(o.probe.from.context) \(o.name)): \(o.detail)",
+                                   observedSource: nil, observedPort: nil, observedPorts: [nil], milliseconds: o.milliseconds)
+            }
+            var r = ran.removeFirst()
+            r.detail += "; the mapping \(r.probe.destination) port \(r.probe.destinationPort ?? 0) was opened from port \(row.opener.sourcePort ?? 0)"
+            return r
+        }
     }
 }
 

@@ -397,8 +397,10 @@ final class ProbeCheck {
     func openListener() throws {
         let family = destination.family
         let type = proto == .udp ? SockType.dgram : SockType.stream
-        for _ in 0..<64 {
-            let port = UInt16.random(in: 20000...60000)
+        // A row that names its listener port gets that one or none.
+        let fixed = senders[0].probe.listenerPort
+        for _ in 0..<(fixed == nil ? 64 : 1) {
+            let port = fixed ?? UInt16.random(in: 20000...60000)
             guard ListenerPorts.shared.claim(portKey, port) else { continue }
             let fd: Int32
             do {
@@ -418,7 +420,7 @@ final class ProbeCheck {
                 let e = errno
                 close(fd)
                 ListenerPorts.shared.release(portKey, port)
-                if e == EADDRINUSE { continue }
+                if e == EADDRINUSE && fixed == nil { continue }
                 throw ProbeSetupError("bind \(proto) listener on port \(port)", errno: e)
             }
             listenerFD = fd
@@ -476,11 +478,11 @@ final class ProbeCheck {
                 let n = SocketAddress(p.destination, port: 0).withPointer { sendto(s.fd, packet, packet.count, 0, $0, $1) }
                 if n < 0 { s.sendError = "send failed: \(errnoText(errno))" }
             case .udp:
-                let ok = SocketAddress(p.destination, port: listenerPort).withPointer { connect(s.fd, $0, $1) == 0 }
+                let ok = SocketAddress(p.destination, port: p.destinationPort ?? listenerPort).withPointer { connect(s.fd, $0, $1) == 0 }
                 if !ok { s.sendError = "send failed: \(errnoText(errno))"; continue }
                 if send(s.fd, s.token, s.token.count, 0) < 0 { s.sendError = "send failed: \(errnoText(errno))" }
             case .tcp:
-                let rc = SocketAddress(p.destination, port: listenerPort).withPointer { connect(s.fd, $0, $1) }
+                let rc = SocketAddress(p.destination, port: p.destinationPort ?? listenerPort).withPointer { connect(s.fd, $0, $1) }
                 if rc == 0 {
                     s.connected = true
                     s.replyFrom = p.destination
@@ -735,6 +737,8 @@ final class ProbeCheck {
             case .counted(let rule):
                 let text = evidence?.describe(rule) ?? "\(rule)"
                 if let evidence, let t = s.ticket, evidence.covered(rule, ticket: t) {
+                    // A counter of a rule that does not drop: the row's mechanism stopped it there.
+                    if case .mechanism? = s.probe.blockedBy { return (true, "ended in \(rule.context): counted by \(text); " + unseen, nil) }
                     return (true, "dropped: counted by \(text); " + unseen, nil)
                 }
                 return (false, "NOT COUNTED by \(text) (something else stopped it): " + answer + "; " + unseen, nil)

@@ -17,7 +17,31 @@ public struct CheckPhase: Sendable {
     public var probes: [Probe] = []
     public var pairs: [ProbePair] = []
     public var routes: [ProbeRoute] = []
+    /// Rows in two steps: the opener first, then the row, aimed at what the opener saw.
+    public var inbound: [InboundRow] = []
     public init() {}
+}
+
+/// Inbound traffic to a live mapping: `opener` (a subscriber's UDP datagram to the uplink) opens
+/// a mapping, and the uplink side sees its public address and port; `probe` is then sent from
+/// another external endpoint to exactly that address and port (`destination` and
+/// `destinationPort` are set from the opener's observation when it runs) and looked for at the
+/// subscriber, on the port the opener sent from.
+public struct InboundRow: Sendable {
+    public var opener: Probe
+    public var probe: Probe
+    public init(opener: Probe, probe: Probe) {
+        self.opener = opener
+        self.probe = probe
+    }
+
+    /// The row to run once the opener's datagram was seen at the uplink from `mapped`:`port`.
+    public func aimed(at mapped: IPAddress, port: UInt16) -> Probe {
+        var p = probe
+        p.destination = mapped
+        p.destinationPort = port
+        return p
+    }
 }
 
 /// How many of the quadratic pair rows a subscriber gets: the rest of the matrix grows linearly
@@ -34,8 +58,12 @@ public struct CheckSampling: Equatable, Sendable {
     /// lab namespace); thousands at once overflow it and fail rows that have nothing to do with
     /// neighbours. Rows through the router use the plan's permanent entries.
     public var neighbourBudget: Int
+    /// Subscribers per domain whose live mapping is probed from another external endpoint.
+    public var inboundPerDomain: Int
 
-    public init(neighbours: Int = 2, crossDomain: Int = 2, samePortPerAddress: Int = 1, neighbourBudget: Int = 200) {
+    public init(neighbours: Int = 2, crossDomain: Int = 2, samePortPerAddress: Int = 1, neighbourBudget: Int = 200,
+                inboundPerDomain: Int = 1) {
+        self.inboundPerDomain = inboundPerDomain
         self.neighbours = neighbours
         self.crossDomain = crossDomain
         self.samePortPerAddress = samePortPerAddress
@@ -45,7 +73,7 @@ public struct CheckSampling: Equatable, Sendable {
     public static let standard = CheckSampling()
 
     public var description: String {
-        "sampled: \(neighbours) neighbours (at most \(neighbourBudget) neighbour rows in all, spread over the domains) and \(crossDomain) hosts of other domains per subscriber, \(samePortPerAddress) same-port pair per shared address"
+        "sampled: \(neighbours) neighbours (at most \(neighbourBudget) neighbour rows in all, spread over the domains) and \(crossDomain) hosts of other domains per subscriber, \(samePortPerAddress) same-port pair per shared address, \(inboundPerDomain) inbound-mapping row per domain"
     }
 }
 
@@ -59,6 +87,7 @@ public struct CheckMatrix {
     /// Every probe of every phase, in run order.
     public var probes: [Probe] { phases.flatMap(\.probes) }
     public var pairs: [ProbePair] { phases.flatMap(\.pairs) }
+    public var inbound: [InboundRow] { phases.flatMap(\.inbound) }
     /// Every probe route of every phase, once.
     public var probeRoutes: [ProbeRoute] {
         var out: [ProbeRoute] = []
@@ -277,6 +306,52 @@ public struct CheckMatrix {
             }
         }
 
+        // Inbound to a live mapping from an external endpoint the subscriber never sent to:
+        // delivered under endpoint-independent filtering, stopped under address-and-port-dependent
+        // filtering. A sample: the first subscribers of each domain that own a block (or, without
+        // port blocks, that leave through NAT).
+        if let dst = uplinkPublic, sampling.inboundPerDomain > 0 {
+            let independent = blocks != nil && r.nat.filtering == .endpointIndependent
+            for d in r.subscribers {
+                let chosen = hosts(in: d.name).filter { h in
+                    v4(h).contains { r.nat.inside.contains($0) } && (blocks.map { lab.portBlock(of: h, policy: $0) != nil } ?? true)
+                }.prefix(sampling.inboundPerDomain)
+                for h in chosen {
+                    let mapped = publicSource(h)
+                    let insidePort = port()
+                    let opener = Probe(name: "udp \(dst) (opens a mapping)", from: try endpoint(h.name), sourcePort: insidePort,
+                                       destination: dst, proto: .udp, target: up, targetInterface: uplink.interface,
+                                       expect: .reach(source: mapped), kind: .inboundMapping)
+                    var p = Probe(name: "udp \(mapped) to \(h.name)'s mapping from another port", from: up, bindAddress: dst,
+                                  sourcePort: port(), destination: mapped, proto: .udp, target: try endpoint(h.name),
+                                  targetInterface: h.interface, expect: independent ? .reach(source: dst) : .blocked,
+                                  kind: .inboundMapping)
+                    p.listenerPort = insidePort
+                    if !independent { (p.blockedBy, p.evidence) = policy.blockingInbound(to: mapped) }
+                    p.note = independent ? "endpoint-independent filtering" : "address-and-port-dependent filtering"
+                    phases[0].inbound.append(InboundRow(opener: opener, probe: p))
+                    // Public ports no live mapping holds reach nobody, under either filtering: the
+                    // last port of this subscriber's block, and one below every block. (The NAT
+                    // picks a flow's port in its block by hash: under endpoint-independent
+                    // filtering a live UDP flow of the subscriber holds the last port with a chance
+                    // of one in the block's size, and the row then fails as a leak.)
+                    guard let blocks, let block = lab.portBlock(of: h, policy: blocks) else { continue }
+                    var unheld: [(UInt16, String)] = [(block.ports.upperBound, "in \(h.name)'s block, unheld")]
+                    if blocks.ports.lowerBound > 1 { unheld.append((blocks.ports.lowerBound - 1, "outside every block")) }
+                    for (publicPort, why) in unheld {
+                        var u = Probe(name: "udp \(mapped) port \(publicPort) (\(why))", from: up, bindAddress: dst, sourcePort: port(),
+                                      destination: mapped, proto: .udp, target: try endpoint(h.name), targetInterface: h.interface,
+                                      expect: .blocked, kind: .inboundUnheld)
+                        // A leak untranslated keeps the port; a translated one is still seen by its token.
+                        u.destinationPort = publicPort
+                        u.listenerPort = publicPort
+                        (u.blockedBy, u.evidence) = policy.blockingInbound(to: mapped)
+                        phases[0].probes.append(u)
+                    }
+                }
+            }
+        }
+
         // The lab's own expectations: extra rows, in phase 0 (an address shared across domains
         // is looked for where phase 0 routes it: at its first holder).
         for e in lab.expectations {
@@ -366,6 +441,21 @@ struct BlockingPolicy {
         return (.mechanism("no rule of the lab's policy is known to stop this: the row waits its whole timeout for a leak"), .wait)
     }
 
+    /// What stops a packet from outside to a mapped public address and port under
+    /// address-and-port-dependent filtering: a public address of the router's own is delivered
+    /// to the router itself (no DNAT sends it on), where no socket holds the port; any other is
+    /// forwarded, and the forward chain drops unsolicited IPv4 from the uplink.
+    func blockingInbound(to publicAddress: IPAddress) -> (BlockedBy, BlockEvidence) {
+        if routerOwn.contains(publicAddress) {
+            // The input chain's counter proves it ended in the router (the port unreachable it
+            // answers is rate-limited per peer, so it cannot be relied on).
+            let counter = RuleRef(context: lab.router.name, table: Ruleset.tableName, chain: "input", comment: Ruleset.Comment.localUDP)
+            return (.mechanism("delivered to the router itself (\(publicAddress) is its own address and nothing translates the packet on): no socket of the router holds the port, its UDP stack answers port unreachable"), .counted(counter))
+        }
+        let ref = rule(Ruleset.Comment.unsolicited)
+        return (.rule(ref), .counted(ref))
+    }
+
     /// Routes that let an upstream's probe to `a` reach domain `d` if the policy did not stop it:
     /// on the uplink host, `a` via the router from the uplink's public address; in the router, `a`
     /// into `d` as the plan routes `d`'s own routed prefixes.
@@ -421,10 +511,10 @@ struct BlockingPolicy {
 }
 
 extension CheckMatrix {
-    /// How many rows the matrix of a lab has (probes plus same-port pairs), without opening anything.
+    /// How many rows the matrix of a lab has (probes, same-port pairs and inbound rows), without opening anything.
     public static func rowCount(_ lab: Lab, backend: Backend = .netns, sampling: CheckSampling = .standard) -> Int {
         guard let m = try? CheckMatrix(lab: lab, backend: backend, sampling: sampling,
                                        endpoint: { ProbeEndpoint(context: $0, namespaceFD: -1) }, port: { 1 }) else { return 0 }
-        return m.probes.count + m.pairs.count
+        return m.probes.count + m.pairs.count + m.inbound.count
     }
 }

@@ -54,6 +54,8 @@ public enum RowKind: String, Sendable, CaseIterable, CustomStringConvertible {
     case samePort = "same-port"
     /// A host sends with its bridge neighbour's address: the bridge's source binding drops it.
     case spoofNeighbour = "spoof-neighbour"
+    case inboundMapping = "inbound-mapping"
+    case inboundUnheld = "inbound-unheld"
     case expectation
     public var description: String { rawValue }
 }
@@ -108,6 +110,11 @@ public struct Probe: Sendable {
     /// Capture interface in the target namespace (e.g. "client1"); nil: every interface.
     public var targetInterface: String?
     public var expect: ProbeExpectation
+    /// UDP/TCP: the port to send to and the listener's port at the target, when the row needs
+    /// particular ones (an inbound row: the mapped public port, and the inside port it maps to).
+    /// nil: one fresh port for both.
+    public var destinationPort: UInt16?
+    public var listenerPort: UInt16?
     /// Why this row's detail legitimately differs between backends (shown with the row).
     public var note: String?
     public var kind: RowKind

@@ -162,7 +162,8 @@ extension Ruleset {
         }
 
         /// A public address that is the router's own would answer an unsolicited SYN with a RST
-        /// within milliseconds; RFC 5382 REQ-4 wants no answer for at least 6 s.
+        /// within milliseconds; RFC 5382 REQ-4 wants no answer for at least 6 s. New UDP delivered
+        /// there is counted (and answered port unreachable by the router's UDP stack).
         var inputChain: [String] {
             let pool = nat.pool.map(\.description).joined(separator: ", ")
             let inputs = nftSet([devices.uplinkForwardInput, devices.uplinkEgress])
@@ -170,6 +171,9 @@ extension Ruleset {
                 \tchain input {
                 \t\ttype filter hook input priority filter; policy accept;
                 \t\tiifname \(inputs) ip daddr { \(pool) } tcp flags & (fin | syn | rst | ack) == syn ct state new counter drop comment \(nftQuote(Comment.unsolicitedSYN))
+                \t\t# Counts only: `check`'s evidence that inbound UDP to a public address of the router's
+                \t\t# own, which nothing translated, ended here and was not forwarded to a subscriber.
+                \t\tiifname \(inputs) ip daddr { \(pool) } meta l4proto udp ct state new counter comment \(nftQuote(Comment.localUDP))
                 \t}
                 """]
         }

@@ -20,6 +20,7 @@ public struct Ruleset: Equatable, Sendable {
         public static let endpointIndependent = "endpoint-independent filtering: inbound to a live mapping"
         public static let learn = "learn the mapping for endpoint-independent filtering"
         public static let unsolicitedSYN = "unsolicited SYN to a public address (RFC 5382 REQ-4)"
+        public static let localUDP = "new UDP to a public address, delivered to the router itself"
         /// One per domain and family: a source the domain does not own (BCP 38).
         public static func spoofed(_ family: IPFamily, from domain: String) -> String {
             "spoofed \(family == .v4 ? "IPv4" : "IPv6") source from \(domain)"
