@@ -28,9 +28,15 @@ struct Events: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Log the mappings that already exist when events starts (from a table dump, marked resync), so that none is missing from the log.")
     var existing = true
     @Flag(help: .hidden) var summary = false
+    @Option(help: ArgumentHelp("Also write the log to this SQLite NAT log store (whois --at reads it; its default is /var/lib/cgnat/LAB.db).", valueName: "FILE"))
+    var store: String?
+    @Option(help: ArgumentHelp("With --store: delete sessions that ended more than this many days ago (at start, then hourly).", valueName: "DAYS"))
+    var retention: Int?
 
     func validate() throws {
         if let count, count <= 0 { throw ValidationError("--count must be positive") }
+        if let retention, retention <= 0 { throw ValidationError("--retention \(retention) is not a number of days: give 1 or more") }
+        if retention != nil && store == nil { throw ValidationError("--retention applies to a store: give --store FILE too") }
         // NaN compares false with everything: reject what is not a finite, positive, bounded time.
         if let duration, !(duration.isFinite && duration > 0 && duration <= 31_536_000) {
             throw ValidationError("--duration \(duration) is not a duration: give seconds, more than 0 and at most 31536000 (a year)")
@@ -50,6 +56,8 @@ struct Events: ParsableCommand {
             try running.register("events")
             stream = try EventStream.open(running, contexts: contexts)
         } catch { fail("\(error)") }
+        let outputs: [EventOutput]
+        do { outputs = try storeOutputs(running) } catch { fail("\(error)") }
         // Notice a `down` also without its SIGTERM (it may be slow to come): look at the record
         // every second.
         var nextLook = monotonicMilliseconds() + 1000
@@ -71,7 +79,8 @@ struct Events: ParsableCommand {
             // Flushed after every batch the socket hands over (and before each wait), so a pipe or
             // tmux sees each event as soon as it was read.
             result = try stream.run(count: count, durationSeconds: duration, existing: existing,
-                                    shouldStop: { !stillUp() }, afterBatch: { Output.flush() }) { item in
+                                    shouldStop: { !stillUp() }, afterBatch: { Output.flush(); outputs.forEach { $0.flush() } }) { item in
+                for o in outputs { o.submit(item) }
                 switch item {
                 case .record(let r):
                     Output.line(json ? EventFormatter.jsonLine(r, destination: destination)
@@ -84,13 +93,25 @@ struct Events: ParsableCommand {
                 }
             }
         } catch {
+            outputs.forEach { $0.close(labWentDown: !running.stillUp) }
             fail(running.stillUp ? "\(error)" : "\(running.wentDown)")
         }
         stream.close()
         Output.flush()
+        let wentDown = gone || (eventStreamStopRequested != 0 && !running.stillUp)
+        for o in outputs {
+            o.close(labWentDown: wentDown)
+            if o.dropped > 0 { fputs("events: \(o.name): \(o.dropped) records dropped (output too slow), \(o.delivered) delivered\n", stderr) }
+        }
         if gone || (eventStreamStopRequested != 0 && !running.stillUp) { fail("\(running.wentDown)") }
         if summary {
             fputs("events: new \(result.new) update \(result.update) destroy \(result.destroy) resync \(result.resyncRecords) overruns \(result.overruns)\n", stderr)
         }
+    }
+
+    /// The NAT log store output, when --store asks for one.
+    func storeOutputs(_ running: RunningLab) throws -> [EventOutput] {
+        guard let store else { return [] }
+        return [try StoreOutput(path: store, lab: running.lab, retentionDays: retention, destination: !noDestination)]
     }
 }
