@@ -50,7 +50,7 @@ let package = Package(
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"]),
         .testTarget(name: "CGNatTests", dependencies: ["CGNat", "CGNatCore"]),
         .testTarget(name: "LabFileTests", dependencies: ["CGNatLabFile", "CGNatCore"], exclude: ["Fixtures"]),
-        .testTarget(name: "StoreTests", dependencies: ["CGNatStore", "CGNatCore"]),
+        .testTarget(name: "StoreTests", dependencies: ["CGNatStore", "CGNat"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CGNat", "Netlink"]),
     ],
     // Swift 5 mode: file descriptors and C pointers cross our own namespace threads on purpose;

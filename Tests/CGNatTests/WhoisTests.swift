@@ -48,3 +48,23 @@ import NetAddress
         #expect(text.contains("pool: 951 of 64512 public ports in use (1.5%), 2 subscribers with sessions"))
     }
 }
+
+@Suite struct TimestampTests {
+    @Test func rfc3339WithMillisecondsAndOffsets() throws {
+        #expect(try Timestamp.parse("1970-01-01T00:00:00Z") == 0)
+        #expect(try Timestamp.parse("2026-12-01T09:23:19.412Z") == 1_796_116_999_412)
+        #expect(try Timestamp.parse("2026-12-01T10:23:19.412+01:00") == 1_796_116_999_412)
+        #expect(try Timestamp.parse("2026-12-01T04:53:19.412-04:30") == 1_796_116_999_412)
+        #expect(try Timestamp.parse("2026-12-01t09:23:19.4123456z") == 1_796_116_999_412)   // micro/nanoseconds truncated
+        #expect(try Timestamp.parse("2026-12-01T09:23:19.4Z") == 1_796_116_999_400)
+        #expect(try Timestamp.parse("2024-02-29T00:00:00Z") == 1_709_164_800_000)
+        #expect(Timestamp.format(milliseconds: 1_796_116_999_412) == "2026-12-01T09:23:19.412Z")
+        #expect(Timestamp.format(milliseconds: 1_709_164_800_005) == "2024-02-29T00:00:00.005Z")
+        for bad in ["2026-12-01T09:23:19", "2026-12-01", "2025-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-01T24:00:00Z",
+                    "2026-12-01T09:23:19.Z", "2026-12-01T09:23:19Zx", "yesterday", "2026-12-01T09:23:19+0100"] {
+            #expect(throws: Timestamp.Invalid.self, "\(bad)") { try Timestamp.parse(bad) }
+        }
+        #expect((try? Timestamp.parse("noon")) == nil)
+        do { _ = try Timestamp.parse("2026-12-01T09:23:19") } catch { #expect("\(error)".contains("no time zone")) }
+    }
+}
