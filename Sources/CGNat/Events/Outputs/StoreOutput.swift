@@ -98,7 +98,11 @@ public final class StoreOutput: EventOutput {
         pthread_mutex_init(&lock, nil)
         pthread_cond_init(&cond, nil)
         let now = EventFormatter.realtimeNow()
-        var policy = "{\"event\":\"policy\",\"time\":\"\(EventFormatter.isoTime(now))\",\"lab\":"
+        // The policy came into force when the lab came up: `up` writes the stored model once.
+        var st = stat()
+        let since = stat(LabRecord.labPath(lab.name), &st) == 0
+            ? UInt64(st.st_mtim.tv_sec) * 1_000_000_000 + UInt64(st.st_mtim.tv_nsec) : now
+        var policy = "{\"event\":\"policy\",\"time\":\"\(EventFormatter.isoTime(min(since, now)))\",\"lab\":"
         JSON.quote(lab.name, into: &policy)
         policy += ",\"policy\":"
         JSON.quote(LabCodec.encode(lab), into: &policy)
