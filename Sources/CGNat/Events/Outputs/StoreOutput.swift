@@ -42,12 +42,12 @@ public final class StoreOutput: EventOutput {
     public static func defaultPath(lab: String) -> String { "/var/lib/cgnat/\(lab).db" }
 
     /// Starts the helper on `path` and tells it a run starts with `lab` as the policy in force.
-    public init(path: String, lab: Lab, retentionDays: Int? = nil, destination: Bool = true, capacity: Int = 32 << 20) throws {
+    public init(path: String, lab: Lab, retentionDays: Int? = nil, destination: Bool = true, capacity: Int = 32 << 20,
+                helper: String = StoreOutput.helperPath) throws {
         self.path = path
         self.destination = destination
         self.capacity = capacity
         name = "store \(path)"
-        let helper = Self.helperPath
         guard access(helper, X_OK) == 0 else {
             throw UsageError("--store needs the store helper \(helper), which is missing (it is built and installed next to cgnat; set CGNAT_STORE_HELPER to use another)")
         }
