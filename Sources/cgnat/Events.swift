@@ -28,7 +28,7 @@ struct Events: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Log the mappings that already exist when events starts (from a table dump, marked resync), so that none is missing from the log.")
     var existing = true
     @Flag(help: .hidden) var summary = false
-    @Option(help: ArgumentHelp("Also write the log to this SQLite NAT log store (whois --at reads it; its default is /var/lib/cgnat/LAB.db).", valueName: "FILE"))
+    @Option(help: ArgumentHelp("Also write the log to this SQLite NAT log store; /var/lib/cgnat/LAB.db is where whois --at looks by default.", valueName: "FILE"))
     var store: String?
     @Option(help: ArgumentHelp("With --store: delete sessions that ended more than this many days ago (at start, then hourly).", valueName: "DAYS"))
     var retention: Int?
