@@ -35,6 +35,11 @@ struct Events: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Log the mappings that already exist when events starts (from a table dump, marked resync), so that none is missing from the log.")
     var existing = true
     @Flag(help: .hidden) var summary = false
+    @Option(help: ArgumentHelp("Also write the log to this SQLite NAT log store; /var/lib/cgnat/LAB.db is where whois --at looks by default.", valueName: "FILE"))
+    var store: String?
+    @Option(help: ArgumentHelp("With --store: delete sessions that ended more than this many days ago (at start, then hourly).", valueName: "DAYS"))
+    var retention: Int?
+
     @Option(name: .customLong("ipfix"), help: ArgumentHelp("Also send RFC 8158 NAT events over IPFIX (UDP) to this collector; repeatable.", valueName: "host:port"))
     var ipfix: [String] = []
     @Option(name: .customLong("syslog"), help: ArgumentHelp("Also send one RFC 5424 line per NAT event: to the local socket (/dev/log) when given alone, to HOST:PORT over UDP, or to a unix datagram socket PATH; repeatable.", valueName: "host:port"))
@@ -83,6 +88,8 @@ struct Events: ParsableCommand {
 
     func validate() throws {
         if let count, count <= 0 { throw ValidationError("--count must be positive") }
+        if let retention, retention <= 0 { throw ValidationError("--retention \(retention) is not a number of days: give 1 or more") }
+        if retention != nil && store == nil { throw ValidationError("--retention applies to a store: give --store FILE too") }
         // NaN compares false with everything: reject what is not a finite, positive, bounded time.
         if let duration, !(duration.isFinite && duration > 0 && duration <= 31_536_000) {
             throw ValidationError("--duration \(duration) is not a duration: give seconds, more than 0 and at most 31536000 (a year)")
@@ -112,7 +119,7 @@ struct Events: ParsableCommand {
             running = try RunningLab.open(name: name)
             try running.register("events")
             stream = try EventStream.open(running, contexts: contexts)
-            outputs = try makeOutputs(lab: running.lab)
+            outputs = try makeOutputs(lab: running.lab) + storeOutputs(running)
         } catch { fail("\(error)") }
         // Notice a `down` also without its SIGTERM (it may be slow to come): look at the record
         // every second.
@@ -163,6 +170,12 @@ struct Events: ParsableCommand {
             let per = outputs.map { " \($0.name.split(separator: " ").first ?? "") delivered \($0.delivered) dropped \($0.dropped)" }.joined()
             fputs("events: new \(result.new) update \(result.update) destroy \(result.destroy) resync \(result.resyncRecords) overruns \(result.overruns)\(per)\n", stderr)
         }
+    }
+
+    /// The NAT log store output, when --store asks for one.
+    func storeOutputs(_ running: RunningLab) throws -> [EventOutput] {
+        guard let store else { return [] }
+        return [try StoreOutput(path: store, lab: running.lab, retentionDays: retention, destination: !noDestination)]
     }
 }
 

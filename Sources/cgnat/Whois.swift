@@ -1,6 +1,7 @@
 import ArgumentParser
 import CGNat
 import Glibc
+import NetAddress
 
 struct WhoisCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,6 +19,10 @@ struct WhoisCommand: ParsableCommand {
     @OptionGroup var options: LabOptions
     @Option(help: "udp, tcp or icmp (default: all three).") var proto: String?
     @Flag(help: "JSON output.") var json = false
+    @Option(help: ArgumentHelp("Who held it at this moment, from the NAT log store: RFC 3339 with milliseconds, e.g. 2026-12-01T09:23:19.412Z or ...+01:00.", valueName: "TIME"))
+    var at: String?
+    @Option(help: ArgumentHelp("With --at: the NAT log store `events --store` wrote (default /var/lib/cgnat/LAB.db).", valueName: "FILE"))
+    var store: String?
 
     func run() throws {
         do {
@@ -27,6 +32,13 @@ struct WhoisCommand: ParsableCommand {
                 guard let one = Whois.Proto(rawValue: p) else { throw UsageError("--proto takes udp, tcp or icmp, not '\(p)'") }
                 protos = [one]
             }
+            if let at {
+                if file != nil { throw UsageError("with --at the policy comes from the store (the version in force at that time): leave out the lab FILE") }
+                try Self.runAt(address: address, port: port, time: try Timestamp.parse(at), protos: protos,
+                                store: store ?? StoreOutput.defaultPath(lab: options.lab ?? Lab.defaultName), json: json)
+                return
+            }
+            if store != nil { throw UsageError("--store is read by whois --at TIME: give --at too") }
             // An answer about someone else's lab would be confidently wrong: a lab named with --lab
             // must be up (its stored model is the policy in force), else give its FILE.
             if file == nil, let named = options.lab, named != Lab.defaultName, LabRecord.load(lab: named)?.complete != true {
@@ -54,6 +66,15 @@ struct WhoisCommand: ParsableCommand {
         } catch {
             fail("\(error)")
         }
+    }
+
+    /// `whois --at`: the store's answer about that moment; exit 1 when nobody held it.
+    static func runAt(address: IPAddress, port: UInt16, time: Int64, protos: [Whois.Proto], store: String, json: Bool) throws {
+        let reply = try StoreQuery.run(path: store, outside: address, port: port, atMilliseconds: time, protos: protos.map(\.number))
+        let answer = try WhoisAt.answer(store: reply, address: address, port: port, atMs: time, protocols: protos)
+        if json { Output.line(WhoisAt.json(answer).serialized()) } else { Output.write(WhoisAt.text(answer)) }
+        Output.flush()
+        if !answer.found { throw ExitCode(1) }
     }
 
     static func text(_ a: Whois.Answer, protos: [Whois.Proto], live: [WhoisLive.Flow]?, liveNote: String?, lab: Lab) -> String {

@@ -48,3 +48,52 @@ import NetAddress
         #expect(text.contains("pool: 951 of 64512 public ports in use (1.5%), 2 subscribers with sessions"))
     }
 }
+
+@Suite struct TimestampTests {
+    @Test func rfc3339WithMillisecondsAndOffsets() throws {
+        #expect(try Timestamp.parse("1970-01-01T00:00:00Z") == 0)
+        #expect(try Timestamp.parse("2026-12-01T09:23:19.412Z") == 1_796_116_999_412)
+        #expect(try Timestamp.parse("2026-12-01T10:23:19.412+01:00") == 1_796_116_999_412)
+        #expect(try Timestamp.parse("2026-12-01T04:53:19.412-04:30") == 1_796_116_999_412)
+        #expect(try Timestamp.parse("2026-12-01t09:23:19.4123456z") == 1_796_116_999_412)   // micro/nanoseconds truncated
+        #expect(try Timestamp.parse("2026-12-01T09:23:19.4Z") == 1_796_116_999_400)
+        #expect(try Timestamp.parse("2024-02-29T00:00:00Z") == 1_709_164_800_000)
+        #expect(Timestamp.format(milliseconds: 1_796_116_999_412) == "2026-12-01T09:23:19.412Z")
+        #expect(Timestamp.format(milliseconds: 1_709_164_800_005) == "2024-02-29T00:00:00.005Z")
+        for bad in ["2026-12-01T09:23:19", "2026-12-01", "2025-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-01T24:00:00Z",
+                    "2026-12-01T09:23:19.Z", "2026-12-01T09:23:19Zx", "yesterday", "2026-12-01T09:23:19+0100"] {
+            #expect(throws: Timestamp.Invalid.self, "\(bad)") { try Timestamp.parse(bad) }
+        }
+        #expect((try? Timestamp.parse("noon")) == nil)
+        do { _ = try Timestamp.parse("2026-12-01T09:23:19") } catch { #expect("\(error)".contains("no time zone")) }
+    }
+}
+
+@Suite struct WhoisAtTests {
+    /// The store's reply (as `cgnat-store query` prints it) to the answer: evidence and uncertainty.
+    @Test func evidenceFromPolicyBlockAndGap() throws {
+        let lab = Lab.seed(name: "cgt-store-core")
+        let host = try #require(lab.hosts.first { lab.portBlock(of: $0) != nil })
+        let block = try #require(lab.portBlock(of: host))
+        guard case .domain(let d) = host.attachment, let domain = lab.domain(named: d) else { Issue.record("no domain"); return }
+        let inside = try #require(host.addresses.first { $0.family == .v4 }).address.description
+        let policy = JSON.object([("since_ms", .int(0)), ("lab", .string(lab.name)), ("lab_json", .string(LabCodec.encode(lab)))])
+        func reply(blocks: [JSON], uncertain: JSON) -> JSON {
+            .object([("sessions", .array([])), ("blocks", .array(blocks)), ("policy", policy), ("uncertain", uncertain)])
+        }
+        let gap = JSON.object([("from_ms", .int(1000)), ("to_ms", .int(5000)), ("reason", .string("the logger stopped without a close (killed?)"))])
+        let a = try WhoisAt.answer(store: reply(blocks: [], uncertain: gap), address: block.publicAddress, port: block.ports.lowerBound,
+                                   atMs: 3000, protocols: [.udp])
+        #expect(a.evidence == ["policy"] && a.domain == d && a.host == host.name && a.uncertain?.fromMs == 1000 && a.uncertain?.toMs == 5000)
+        #expect(WhoisAt.text(a).contains("uncertain: the logger stopped") && WhoisAt.json(a)["uncertain"]?["to"]?.stringValue == "1970-01-01T00:00:05.000Z")
+        let stored = JSON.object([("domain_id", .int(Int64(domain.id))), ("domain", .string(d)), ("inside", .string(inside)),
+                                  ("outside", .string(block.publicAddress.description)), ("first_port", .int(Int64(block.ports.lowerBound))),
+                                  ("last_port", .int(Int64(block.ports.upperBound))), ("start_ms", .int(0)), ("end_ms", .null)])
+        let b = try WhoisAt.answer(store: reply(blocks: [stored], uncertain: .null), address: block.publicAddress, port: block.ports.lowerBound,
+                                   atMs: 3000, protocols: [.udp])
+        #expect(b.evidence == ["policy", "block"] && b.uncertain == nil && b.found)
+        // A port nobody's block covers, no store rows: nobody.
+        let c = try WhoisAt.answer(store: reply(blocks: [], uncertain: .null), address: block.publicAddress, port: 80, atMs: 3000, protocols: [.udp])
+        #expect(!c.found && c.evidence.isEmpty && WhoisAt.text(c).contains("nobody"))
+    }
+}
