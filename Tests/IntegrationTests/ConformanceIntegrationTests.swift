@@ -122,6 +122,11 @@ struct ConformanceIntegrationTests {
             #expect(c.rows["4787 REQ-2"]?.verdict == "PASS" && c.rows["6888 REQ-2"]?.verdict == "PASS", "paired pooling over the pool")
             // The pool's address is not the router's own: the forward chain drops the SYN silently.
             #expect(c.rows["5382 REQ-4"]?.verdict == "PASS", "\(String(describing: c.rows["5382 REQ-4"]))")
+            // The pool is outside the subscribers' prefix: the router hairpins, UDP and TCP, with
+            // the sender's own mapping as the source (after the receiver's punch: default filtering).
+            for k in ["4787 REQ-9", "4787 REQ-9a", "5382 REQ-8", "5382 REQ-8a"] {
+                #expect(c.rows[k]?.verdict == "PASS", "\(k): \(String(describing: c.rows[k]))")
+            }
         }
     }
 

@@ -329,6 +329,11 @@ final class ConformanceProber {
         guard let sx = udp[x], let sy = udp[y], let target = sy.mapped else {
             throw ProbeSetupError(message: "the mapping probe gave no public mapping of \(y)")
         }
+        // Hairpinned packets are filtered like external ones (RFC 4787 section 6): under
+        // address-and-port-dependent filtering the receiver punches first, towards the sender's
+        // mapping, as a P2P application does; under endpoint-independent filtering it is not needed.
+        if let back = sx.mapped { _ = sendDatagram(sy.fd, tokens.make(), to: back) }
+        usleep(20_000)
         let t = tokens.make()
         _ = sendDatagram(sx.fd, t, to: target)
         let seen = receiveDatagram(sy.fd, within: wait) { data, _ in data.starts(with: t) }
@@ -383,7 +388,21 @@ final class ConformanceProber {
             throw ProbeSetupError(message: "the TCP mapping probe gave no public mapping of \(y.name)")
         }
         let capture = try sockets.capture(ns: try ns(y.name), interface: y.interface)
-        let fd = try tcpSockets(x, port: port(), count: 1)[0]
+        // As for UDP: the receiver punches first (a SYN from its mapped port towards the sender's
+        // mapping, dropped under address-and-port-dependent filtering), then the sender connects
+        // from the inside port whose mapping that is.
+        var punch: Int32?
+        let fromPort: UInt16
+        if let tx = tcp[x.name], let back = tx.mapped {
+            let p = try tcpSockets(y, port: ty.inside.port, count: 1)[0]
+            _ = SocketAddress(back.address, port: back.port).withPointer { connect(p, $0, $1) }
+            punch = p
+            fromPort = tx.inside.port
+            usleep(20_000)
+        } else {
+            fromPort = port()
+        }
+        let fd = try tcpSockets(x, port: fromPort, count: 1)[0]
         _ = SocketAddress(target.address, port: target.port).withPointer { connect(fd, $0, $1) }
         let seen = waitCapture(capture, tokenLength: TokenMaker.length, within: wait) {
             $0.proto == .tcp && $0.destinationPort == ty.inside.port && $0.destination == ty.inside.address
@@ -392,6 +411,7 @@ final class ConformanceProber {
                                           senderMapping: tcp[x.name]?.mapped, seenSource: seen.map { FlowEndpoint($0.source, $0.port) },
                                           waitedMilliseconds: Int(wait))
         sockets.close(fd)
+        if let punch { sockets.close(punch) }
         sockets.close(capture)
     }
 
