@@ -133,6 +133,7 @@ public final class NATLogStore {
                     end_ms INTEGER
                 );
                 CREATE INDEX block_by_mapping ON block(outside, first_port, start_ms);
+                CREATE INDEX block_by_owner ON block(domain_id, inside, end_ms);
                 """)
         }
         return m
@@ -204,6 +205,10 @@ public final class NATLogStore {
             }
             open = [:]
             inherited = []
+            // The lab going down releases its deterministic blocks.
+            if reason == .labDown {
+                try db.execute(sql: "UPDATE block SET end_ms = ? WHERE end_ms IS NULL", arguments: [time])
+            }
             if let r = currentRun {
                 try db.execute(sql: "UPDATE run SET last_ms = MAX(last_ms, ?), end_ms = ?, end_reason = ? WHERE id = ?", arguments: [time, time, reason.rawValue, r])
             }
@@ -211,9 +216,16 @@ public final class NATLogStore {
         case "block":
             guard let domainID = o["domain_id"]?.intValue, let inside = o["inside"]?.stringValue, let outside = o["outside"]?.stringValue,
                   let first = o["first_port"]?.intValue, let last = o["last_port"]?.intValue else { c.bad += 1; return }
-            try db.cachedStatement(sql: """
-                INSERT INTO block (domain_id, domain, inside, outside, first_port, last_port, start_ms, end_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [domainID, o["domain"]?.stringValue ?? "", inside, outside, first, last, time, ms(o["end"])])
+            // A block still open with the same owner and ports is the same allocation (a logger
+            // restarted while the lab stayed up): not a second record.
+            let same = try Int.fetchOne(db, sql: """
+                SELECT COUNT(*) FROM block WHERE domain_id = ? AND inside = ? AND outside = ? AND first_port = ? AND last_port = ? AND end_ms IS NULL
+                """, arguments: [domainID, inside, outside, first, last]) ?? 0
+            if same == 0 {
+                try db.cachedStatement(sql: """
+                    INSERT INTO block (domain_id, domain, inside, outside, first_port, last_port, start_ms, end_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """).execute(arguments: [domainID, o["domain"]?.stringValue ?? "", inside, outside, first, last, time, ms(o["end"])])
+            }
         case "new", "destroy":
             try session(event == "new", time, o, db, &c)
         default:

@@ -125,14 +125,26 @@ struct Events: ParsableCommand {
         // every second.
         var nextLook = monotonicMilliseconds() + 1000
         var gone = false
+        let destination = !noDestination
+        // Refusals the NAT counts (quota exceeded, addresses exhausted): read once a second.
+        let watcher: NATLimitWatcher? = {
+            guard let (_, fd) = try? running.open(context: running.lab.router.name) else { return nil }
+            defer { close(fd) }
+            return try? NATLimitWatcher(namespaceFD: fd, lab: running.lab)
+        }()
         let stillUp: () -> Bool = {
             if eventStreamStopRequested != 0 { gone = !running.stillUp; return false }
             guard monotonicMilliseconds() >= nextLook else { return true }
             nextLook = monotonicMilliseconds() + 1000
             gone = !running.stillUp
+            if !gone, let watcher {
+                for (e, n) in watcher.poll(nowMilliseconds: EventFormatter.realtimeNow() / 1_000_000) {
+                    for o in outputs { o.submit(.natEvent(e, refused: n)) }
+                    Output.line(json ? Self.refusalJSON(e, refused: n) : Self.refusalText(e, refused: n))
+                }
+            }
             return !gone
         }
-        let destination = !noDestination
         if !json {
             Output.line(EventFormatter.textHeader(destination: destination))
             Output.flush()
@@ -153,6 +165,8 @@ struct Events: ParsableCommand {
                                      : EventFormatter.overrunText(time: t, overruns: n))
                 case .resync(let s):
                     Output.line(json ? EventFormatter.resyncJSON(s).serialized() : EventFormatter.resyncText(s))
+                case .natEvent(let e, let n):
+                    Output.line(json ? Self.refusalJSON(e, refused: n) : Self.refusalText(e, refused: n))
                 }
             }
         } catch {
@@ -170,6 +184,26 @@ struct Events: ParsableCommand {
             let per = outputs.map { " \($0.name.split(separator: " ").first ?? "") delivered \($0.delivered) dropped \($0.dropped)" }.joined()
             fputs("events: new \(result.new) update \(result.update) destroy \(result.destroy) resync \(result.resyncRecords) overruns \(result.overruns)\(per)\n", stderr)
         }
+    }
+
+    static func refusalName(_ e: NATLogEvent) -> (name: String, why: String) {
+        if case .quotaExceeded(let limit) = e.kind {
+            return ("quota_exceeded", "over the session limit per subscriber (\(limit))")
+        }
+        return ("addresses_exhausted", "from an inside address the pool gives no address or port block")
+    }
+
+    static func refusalText(_ e: NATLogEvent, refused: UInt64) -> String {
+        let (name, why) = refusalName(e)
+        return "\(EventFormatter.clockTime(e.timeMilliseconds * 1_000_000))  \(name)  \(refused) new flow(s) refused \(why) (the NAT's counter: no subscriber named)"
+    }
+
+    static func refusalJSON(_ e: NATLogEvent, refused: UInt64) -> String {
+        var fields: [(String, JSON)] = [("event", .string(refusalName(e).name)),
+                                        ("time", .string(EventFormatter.isoTime(e.timeMilliseconds * 1_000_000))),
+                                        ("refused", .int(Int64(refused)))]
+        if case .quotaExceeded(let limit) = e.kind { fields.append(("limit", .int(Int64(limit)))) }
+        return JSON.object(fields).serialized()
     }
 
     /// The NAT log store output, when --store asks for one.

@@ -395,6 +395,36 @@ struct NATLogOutputTests {
         #expect(events.stderr.contains("delivered \(2 * blocks) events, dropped 0"), "\(events.stderr)")
     }
 
+    /// A subscriber over its session limit: the NAT's refusal reaches the log as a quota-exceeded
+    /// event (stdout JSON and syslog, RFC 8158 natEvent 13) with the number of refused flows;
+    /// the kernel's counter cannot say who, so the event names no subscriber.
+    @Test func refusalsOverTheSessionLimitAreLoggedAsQuotaExceeded() throws {
+        guard access(cgnatBinary, X_OK) == 0 else { Issue.record("no cgnat binary at \(cgnatBinary): set CGNAT_BIN"); return }
+        var lab = Lab.seed(name: testLabName("ipfixq"))
+        lab.router.nat.sessionLimit = 3
+        _ = try LabControl.up(lab, backend: .netns)
+        defer { _ = try? Teardown.down(lab: lab.name) }
+        let server = try #require(lab.uplinkHost?.loopbackAddresses.first { $0.family == .v4 }).address
+        let host = try #require(lab.hosts.first { lab.portBlock(of: $0) != nil })
+        let syslog = try DatagramCollector()
+        defer { _ = syslog.finish() }
+        let events = try Child(cgnatBinary, ["events", "--lab", lab.name, "--json", "--no-existing", "--duration", "3.5",
+                                             "--syslog", "127.0.0.1:\(syslog.port)"])
+        defer { events.stop() }
+        usleep(800_000)
+        try sendUDP(lab: lab, from: host.name, ports: Array(41000..<41008), to: server)   // 8 flows, 3 allowed
+        #expect(events.wait() == 0, "\(events.stderr)")
+        let quota = events.stdout.split(separator: "\n").filter { $0.contains("\"event\":\"quota_exceeded\"") }
+        let refused = quota.compactMap { l -> Int? in
+            guard let r = l.range(of: "\"refused\":") else { return nil }
+            return Int(l[r.upperBound...].prefix { $0.isNumber })
+        }.reduce(0, +)
+        #expect(refused == 5 && quota.allSatisfy { $0.contains("\"limit\":3") }, "\(quota)")
+        usleep(200_000)
+        let lines = syslog.finish().map { String(decoding: $0, as: UTF8.self) }
+        #expect(lines.contains { $0.contains(" QUOTA_EXCEEDED [") && $0.contains("event=\"13\"") }, "\(lines.filter { !$0.contains("BLOCK_ALLOC") }.prefix(5))")
+    }
+
     /// A receiver that does not read (a unix datagram socket nobody reads: it pushes back) and a
     /// collector port nobody listens on (refused): both outputs drop and count, stdout keeps every event.
     @Test func outputsThatCannotDeliverDropAndCountWhileStdoutKeepsEveryEvent() throws {

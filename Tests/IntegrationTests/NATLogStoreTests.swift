@@ -118,6 +118,8 @@ struct NATLogStoreTests {
                 #expect(during.status == 0 && during.json["domain"] as? String == domain && during.json["host"] as? String == h.name
                         && during.json["inside"] as? String == inside(h).description && during.json["inside_port"] as? Int == Int(port), "\(during.json)")
                 #expect((during.json["evidence"] as? [String])?.contains("session") == true && during.json["uncertain"] is NSNull, "\(during.json)")
+                // The deterministic block is stored from the lab's start: `block` evidence too.
+                #expect((during.json["evidence"] as? [String])?.contains("block") == true, "\(during.json)")
                 for outside in [f.start - 400, f.end + 400] {
                     let w = try whois(p, outside)
                     #expect((w.json["evidence"] as? [String])?.contains("session") == false, "\(iso(outside)): \(w.json)")
@@ -141,6 +143,9 @@ struct NATLogStoreTests {
             let after = try whois(open, killedAt + 200)
             let s = try #require((after.json["sessions"] as? [[String: Any]])?.first, "\(after.json)")
             #expect(s["end_reason"] as? String == "lab down" && s["domain"] as? String == aDomain, "\(s)")
+            // The lab going down released the blocks: after it, no `block` evidence.
+            let later = try whois(open, nowMs() + 1000)
+            #expect((later.json["evidence"] as? [String])?.contains("block") == false, "\(later.json)")
         }
     }
 }

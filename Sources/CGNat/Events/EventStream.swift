@@ -12,6 +12,9 @@ public final class EventStream {
         case record(MappingRecord)
         case overrun(time: UInt64, overruns: Int)
         case resync(ResyncSummary)
+        /// A refusal the NAT counted (quota exceeded, addresses exhausted): `refused` flows since
+        /// the last one (`NATLimitWatcher`); not from conntrack.
+        case natEvent(NATLogEvent, refused: UInt64)
     }
 
     public struct Summary: Equatable, Sendable {

@@ -16,6 +16,7 @@ public struct Ruleset: Equatable, Sendable {
         public static let established = "replies and related"
         public static let unsolicited = "unsolicited IPv4 from the uplink"
         public static let sessionLimit = "session limit per subscriber"
+        public static let noPortBlock = "CGN no port block"
         public static let inboundZone = "domain of a public port, from its block"
         public static let endpointIndependent = "endpoint-independent filtering: inbound to a live mapping"
         public static let learn = "learn the mapping for endpoint-independent filtering"
@@ -230,7 +231,7 @@ extension Ruleset {
             \t\t\(match) meta l4proto icmp counter snat ip to ct mark . ip saddr map @\(portMap) comment "CGN icmp ids"
             \t\t\(match) meta l4proto != { tcp, udp, icmp } counter snat ip to ct mark . ip saddr map @\(addressMap) comment "CGN address only"
             \t\t# Reached only by an inside address that no block covers: never leave untranslated.
-            \t\t\(match) counter drop comment "CGN no port block"
+            \t\t\(match) counter drop comment \(nftQuote(Comment.noPortBlock))
             \t}
             """], inline ? [] : maps)
     }

@@ -50,6 +50,7 @@ public enum IPFIXOutput {
             preamble: NATLogEvent.portBlocks(of: lab, timeMilliseconds: now),
             onLabDown: { NATLogEvent.portBlocks(of: lab, release: true, timeMilliseconds: $0) },
             map: { item in
+                if case .natEvent(let e, _) = item { return e }
                 guard o.sessions, case .record(let r) = item else { return nil }
                 return NATLogEvent(record: r, destination: o.destination)
             })
@@ -89,6 +90,7 @@ public enum SyslogOutput {
             preamble: NATLogEvent.portBlocks(of: lab, timeMilliseconds: now),
             onLabDown: { NATLogEvent.portBlocks(of: lab, release: true, timeMilliseconds: $0) },
             map: { item in
+                if case .natEvent(let e, _) = item { return e }
                 guard o.sessions, case .record(let r) = item else { return nil }
                 return NATLogEvent(record: r, destination: o.destination)
             })

@@ -107,7 +107,18 @@ public final class StoreOutput: EventOutput {
         policy += ",\"policy\":"
         JSON.quote(LabCodec.encode(lab), into: &policy)
         policy += "}\n"
-        control("{\"event\":\"run\",\"time\":\"\(EventFormatter.isoTime(now))\",\"pid\":\(getpid())}\n" + policy)
+        // Deterministic blocks are allocated by the policy when the lab comes up: each one is
+        // stored as a block record from then (the store keeps one open record per block, so a
+        // restarted logger adds none), closed when the lab goes down: `block` evidence of whois --at.
+        let sinceText = EventFormatter.isoTime(min(since, now))
+        var blocks = ""
+        for b in NATLogEvent.portBlocks(of: lab, timeMilliseconds: min(since, now) / 1_000_000) {
+            guard let ports = b.ports, let inside = b.inside, let outside = b.outside else { continue }
+            blocks += "{\"event\":\"block\",\"time\":\"\(sinceText)\",\"domain_id\":\(b.vrfID),\"domain\":"
+            JSON.quote(b.domain ?? "", into: &blocks)
+            blocks += ",\"inside\":\"\(inside)\",\"outside\":\"\(outside)\",\"first_port\":\(ports.lowerBound),\"last_port\":\(ports.upperBound)}\n"
+        }
+        control("{\"event\":\"run\",\"time\":\"\(EventFormatter.isoTime(now))\",\"pid\":\(getpid())}\n" + policy + blocks)
         writer = OSThread { [unowned self] in self.writeLoop() }
     }
 
