@@ -67,6 +67,21 @@ import Netlink
         #expect(o["resync"] == nil)
     }
 
+    /// A flow let in from outside (endpoint-independent filtering) is logged as the subscriber's:
+    /// inside = the DNAT target, outside = the public mapping, destination = the remote.
+    @Test func anInboundFlowIsLoggedAsTheSubscribersMapping() throws {
+        let e = ConntrackEntry(
+            id: 9, family: .v4,
+            original: ConntrackTuple(source: a("192.0.2.1"), destination: a("198.51.100.8"), protocolNumber: 17, sourcePort: 4000, destinationPort: 5000),
+            reply: ConntrackTuple(source: a("100.64.0.1"), destination: a("192.0.2.1"), protocolNumber: 17, sourcePort: 5000, destinationPort: 4000),
+            mark: 2, status: 0x8 | 0x20, eventTime: t0)
+        let o = try json(EventFormatter.record(e, kind: .new, now: 0, domains: domains))
+        #expect(o["inside"] as? String == "100.64.0.1" && o["inside_port"] as? Int == 5000)
+        #expect(o["outside"] as? String == "198.51.100.8" && o["outside_port"] as? Int == 5000)
+        #expect(o["destination"] as? String == "192.0.2.1" && o["destination_port"] as? Int == 4000)
+        #expect(o["domain"] as? String == "red" && o["nat"] as? Bool == true)
+    }
+
     @Test func destroyCarriesStartAndStop() throws {
         var e = udp(zone: 1, mark: 1)
         e.eventTime = nil

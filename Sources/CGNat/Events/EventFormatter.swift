@@ -145,12 +145,18 @@ public enum EventFormatter {
         case .destroy: time = e.stop ?? e.eventTime ?? now
         }
         let isICMP = e.original.icmpID != nil
+        // A flow let in from outside (endpoint-independent filtering, the second leg of a
+        // hairpin) was DNATed to the subscriber: the subscriber is its reply's source, the public
+        // mapping its original destination, the remote its original source.
+        let inbound = e.status & ConntrackEntry.statusDestinationNAT != 0 && e.status & ConntrackEntry.statusSourceNAT == 0
+        let inside = inbound ? e.reply : e.original, outside = inbound ? e.original : e.reply
         return MappingRecord(
             kind: kind, resync: resync, time: time, domainID: id, domain: domains.name(id),
             zone: e.originalZone ?? e.zone ?? 0, mark: e.mark, protocolNumber: e.original.protocolNumber,
-            inside: e.original.source, insidePort: port(e.original, source: true),
-            outside: e.reply.destination, outsidePort: port(e.reply, source: false),
-            destination: e.original.destination, destinationPort: isICMP ? nil : e.original.destinationPort,
+            inside: inside.source, insidePort: port(inside, source: true),
+            outside: outside.destination, outsidePort: port(outside, source: false),
+            destination: inbound ? e.original.source : e.original.destination,
+            destinationPort: isICMP ? nil : (inbound ? e.original.sourcePort : e.original.destinationPort),
             nat: natApplied(e), start: kind == .new && !resync ? (e.start ?? e.eventTime) : e.start,
             stop: kind == .destroy ? e.stop : nil, id: e.id)
     }
