@@ -1,3 +1,4 @@
+import CNetlinkShim
 import Glibc
 import Netlink
 
