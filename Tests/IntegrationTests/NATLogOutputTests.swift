@@ -122,7 +122,8 @@ private func run(_ path: String, _ args: [String]) throws -> String {
 }
 
 /// Sends one UDP datagram from each port of `ports` in the context's namespace to `to`:9.
-private func sendUDP(lab: Lab, from context: String, ports: [UInt16], to: IPAddress) throws {
+/// One UDP datagram from each of `ports` of the context to `to`:9.
+func sendUDP(lab: Lab, from context: String, ports: [UInt16], to: IPAddress) throws {
     let (_, fd) = try LabControl.open(context: context, lab: lab)
     defer { close(fd) }
     try NetNamespace.run(in: fd) {

@@ -3,28 +3,6 @@ import Testing
 import Netlink
 @testable import CGNat
 
-/// One UDP datagram from `port` in the context's namespace to `to`:9: a real flow through the NAT.
-private func sendOne(lab: Lab, from context: String, port: UInt16, to: IPAddress) throws {
-    let (_, fd) = try LabControl.open(context: context, lab: lab)
-    defer { close(fd) }
-    try NetNamespace.run(in: fd) {
-        var dst = sockaddr_in()
-        dst.sin_family = sa_family_t(AF_INET)
-        dst.sin_port = UInt16(9).bigEndian
-        inet_pton(AF_INET, to.description, &dst.sin_addr)
-        let s = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        guard s >= 0 else { throw SystemError("socket") }
-        defer { close(s) }
-        var src = sockaddr_in()
-        src.sin_family = sa_family_t(AF_INET)
-        src.sin_port = port.bigEndian
-        let b = withUnsafePointer(to: &src) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard b == 0 else { throw SystemError("bind port \(port)") }
-        let n = withUnsafePointer(to: &dst) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(s, "x", 1, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard n == 1 else { throw SystemError("sendto") }
-    }
-}
-
 private func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 private func iso(_ ms: Int64) -> String { Timestamp.format(milliseconds: ms) }
 
@@ -80,7 +58,7 @@ struct NATLogStoreTests {
             // a's flow, ended by deleting its conntrack entry (a real DESTROY), then b's.
             func flow(_ h: CGNatCore.Host) throws -> (start: Int64, end: Int64) {
                 let start = nowMs()
-                try sendOne(lab: lab, from: h.name, port: port, to: far)
+                try sendUDP(lab: lab, from: h.name, ports: [port], to: far)
                 usleep(1_500_000)
                 let d = try cgnat(["exec", "--lab", name, lab.router.name, "--", "conntrack", "-D", "-p", "udp", "--orig-port-src", String(port)])
                 #expect(d.status == 0, "conntrack -D: \(d.stderr)")
@@ -91,7 +69,7 @@ struct NATLogStoreTests {
             let fa = try flow(a)
             let fb = try flow(b)
             // One more of a's, left open: the lab going down ends it.
-            try sendOne(lab: lab, from: a.name, port: port + 1, to: far)
+            try sendUDP(lab: lab, from: a.name, ports: [port + 1], to: far)
             usleep(500_000)
             let killedAt = nowMs()
             let first = events.removeFirst()

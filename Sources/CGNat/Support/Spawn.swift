@@ -24,17 +24,8 @@ public enum Spawn {
         defer { cargs.forEach { free($0) } }
         // Children start with no blocked signals and default handlers, whatever our parent gave
         // us: a tmux server that inherits a blocked SIGTERM ignores its own kill-server.
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t(), all = sigset_t()
-        sigemptyset(&empty)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setsigdefault(&attr, &all)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, &attr, cargs, environ)
+        let rc = withCleanAttributes { posix_spawnp(&pid, argv[0], &actions, &$0, cargs, environ) }
         if captureOutput { close(pipeFDs[1]) }
         guard rc == 0 else {
             if captureOutput { close(pipeFDs[0]) }
@@ -54,6 +45,26 @@ public enum Spawn {
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         return Result(status: (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f),
                       output: String(decoding: out, as: UTF8.self))
+    }
+
+    /// Spawn attributes for a child that starts with no blocked signals and default handlers;
+    /// `ownProcessGroup`: in a process group of its own (a Ctrl-C for us does not reach it).
+    public static func withCleanAttributes<T>(ownProcessGroup: Bool = false, _ body: (inout posix_spawnattr_t) -> T) -> T {
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t(), all = sigset_t()
+        sigemptyset(&empty)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+        if ownProcessGroup {
+            posix_spawnattr_setpgroup(&attr, 0)
+            flags |= POSIX_SPAWN_SETPGROUP
+        }
+        posix_spawnattr_setflags(&attr, Int16(flags))
+        return body(&attr)
     }
 
     /// Unblocks every signal and restores default handlers, before exec'ing a user's command.

@@ -44,15 +44,25 @@ public enum IPFIXOutput {
     /// and released when the lab goes down.
     public static func make(_ o: Options, lab: Lab) throws -> EventOutput {
         let fd = try o.target.connect(option: "--ipfix")
-        let now = EventFormatter.realtimeNow() / 1_000_000
-        return DatagramOutput(
-            name: "ipfix \(o.target)", fd: fd, encoder: Encoder(o), capacity: o.queueCapacity,
-            preamble: NATLogEvent.portBlocks(of: lab, timeMilliseconds: now),
+        return DatagramOutput.natLog(name: "ipfix \(o.target)", fd: fd, encoder: Encoder(o), capacity: o.queueCapacity,
+                                     lab: lab, sessions: o.sessions, destination: o.destination)
+    }
+}
+
+extension DatagramOutput {
+    /// An output of the NAT log (IPFIX or syslog, by `encoder`): the policy's deterministic blocks
+    /// allocated first and released when the lab goes down, the NAT's counted refusals, and the
+    /// sessions unless turned off.
+    static func natLog(name: String, fd: Int32, encoder: NATLogEncoder, capacity: Int, lab: Lab,
+                       sessions: Bool, destination: Bool) -> DatagramOutput {
+        DatagramOutput(
+            name: name, fd: fd, encoder: encoder, capacity: capacity,
+            preamble: NATLogEvent.portBlocks(of: lab, timeMilliseconds: EventFormatter.realtimeNow() / 1_000_000),
             onLabDown: { NATLogEvent.portBlocks(of: lab, release: true, timeMilliseconds: $0) },
             map: { item in
                 if case .natEvent(let e, _) = item { return e }
-                guard o.sessions, case .record(let r) = item else { return nil }
-                return NATLogEvent(record: r, destination: o.destination)
+                guard sessions, case .record(let r) = item else { return nil }
+                return NATLogEvent(record: r, destination: destination)
             })
     }
 }
@@ -84,15 +94,7 @@ public enum SyslogOutput {
         var name = [CChar](repeating: 0, count: 256)
         gethostname(&name, name.count - 1)
         let header = Syslog.Header(hostname: String(cString: name), procID: String(getpid()))
-        let now = EventFormatter.realtimeNow() / 1_000_000
-        return DatagramOutput(
-            name: "syslog \(o.target)", fd: fd, encoder: Encoder(header), capacity: o.queueCapacity,
-            preamble: NATLogEvent.portBlocks(of: lab, timeMilliseconds: now),
-            onLabDown: { NATLogEvent.portBlocks(of: lab, release: true, timeMilliseconds: $0) },
-            map: { item in
-                if case .natEvent(let e, _) = item { return e }
-                guard o.sessions, case .record(let r) = item else { return nil }
-                return NATLogEvent(record: r, destination: o.destination)
-            })
+        return DatagramOutput.natLog(name: "syslog \(o.target)", fd: fd, encoder: Encoder(header), capacity: o.queueCapacity,
+                                     lab: lab, sessions: o.sessions, destination: o.destination)
     }
 }

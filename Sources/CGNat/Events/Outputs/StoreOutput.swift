@@ -70,24 +70,14 @@ public final class StoreOutput: EventOutput {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, sv[1], 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        // Its own process group: a Ctrl-C meant for `events` must not kill the helper before
-        // `events` has sent it the close.
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t(), all = sigset_t()
-        sigemptyset(&empty)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setsigdefault(&attr, &all)
-        posix_spawnattr_setpgroup(&attr, 0)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
         var argv = [helper, "append", "--db", path]
         if let retentionDays { argv += ["--retention", String(retentionDays)] }
         let cargs = argv.map { strdup($0) } + [nil]
         defer { cargs.forEach { free($0) } }
         var child: pid_t = 0
-        let rc = posix_spawn(&child, helper, &actions, &attr, cargs, environ)
+        // Its own process group: a Ctrl-C meant for `events` must not kill the helper before
+        // `events` has sent it the close.
+        let rc = Spawn.withCleanAttributes(ownProcessGroup: true) { posix_spawn(&child, helper, &actions, &$0, cargs, environ) }
         Glibc.close(sv[1])
         guard rc == 0 else {
             Glibc.close(sv[0])
