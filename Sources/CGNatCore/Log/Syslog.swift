@@ -80,30 +80,7 @@ public enum Syslog {
         return kept.isEmpty ? "-" : String(String.UnicodeScalarView(kept))
     }
 
-    /// RFC 3339 UTC with milliseconds (RFC 5424 TIMESTAMP), from milliseconds since the epoch.
-    public static func timestamp(_ ms: UInt64) -> String {
-        let secs = Int64(ms / 1000)
-        let days = secs / 86400, rem = secs % 86400
-        let (y, m, d) = civil(days)
-        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(Int(rem / 3600), 2)):\(pad(Int(rem % 3600 / 60), 2))"
-            + ":\(pad(Int(rem % 60), 2)).\(pad(Int(ms % 1000), 3))Z"
-    }
-
-    /// Year, month, day of a day count since 1970-01-01 (proleptic Gregorian), by eras of 400 years.
-    static func civil(_ days: Int64) -> (Int, Int, Int) {
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        return (Int(yoe + era * 400 + (m <= 2 ? 1 : 0)), Int(m), Int(d))
-    }
-
-    static func pad(_ v: Int, _ w: Int) -> String {
-        let s = String(v)
-        return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
-    }
+    /// RFC 3339 UTC with milliseconds (RFC 5424 TIMESTAMP), from milliseconds since the epoch:
+    /// the format `whois --at` reads and the store writes.
+    public static func timestamp(_ ms: UInt64) -> String { Timestamp.format(milliseconds: Int64(ms)) }
 }
